@@ -1,0 +1,29 @@
+# lst: Learning to Segment the Tail as one DAG.  snakemake --cores N   (see README.md)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+conda: "envs/lst.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/replay.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/summary.md",
+    default_target: True

@@ -1,0 +1,141 @@
+"""Images and targets for training and inference, read from the Parquet tables.
+
+A sample is (image_id, flip, target category); which samples a run sees, in which order and with
+which flip, is decided up front by the sampler (lst.sampling), so training is deterministic and
+resumable whatever the number of data-loading workers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+
+def segmentation_to_mask(segmentation: str | list | dict, height: int, width: int) -> np.ndarray:
+    """Binary mask (H, W, uint8) of an LVIS/COCO segmentation: polygons, or RLE (raw or compressed)."""
+    if isinstance(segmentation, str):
+        segmentation = json.loads(segmentation)
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle)
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """RGB float tensor (3, H, W) in [0, 1]."""
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class DetectionData:
+    """The images of one split and the annotations of the classes a model knows.
+
+    ``categories`` are the seen classes in label order (``rank`` column); label = position + 1.
+    """
+
+    def __init__(
+        self,
+        images: pd.DataFrame,
+        annotations: pd.DataFrame,
+        categories: pd.DataFrame,
+        image_root: str | Path,
+        with_masks: bool = True,
+    ):
+        self.image_root = Path(image_root)
+        self.with_masks = with_masks
+        self.category_ids = categories["category_id"].to_numpy(np.int64)
+        self.label_of = {int(c): i + 1 for i, c in enumerate(self.category_ids)}
+        self.images = images.set_index("image_id", drop=False)
+        known = annotations[annotations["category_id"].isin(self.label_of)]
+        known = known.sort_values("annotation_id", kind="stable")
+        self._annotations = {int(i): group for i, group in known.groupby("image_id", sort=False)}
+
+    def image_ids(self) -> np.ndarray:
+        return self.images["image_id"].to_numpy(np.int64)
+
+    def annotations_of(self, image_id: int) -> pd.DataFrame:
+        return self._annotations.get(int(image_id), _EMPTY)
+
+    def load(self, image_id: int, flip: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Image tensor and target dict (boxes xyxy, labels, masks, annotation_ids, category_ids)."""
+        row = self.images.loc[int(image_id)]
+        image = load_image(self.image_root / row["file_name"])
+        height, width = image.shape[1:]
+        if (height, width) != (int(row["height"]), int(row["width"])):
+            raise ValueError(
+                f"{self.image_root / row['file_name']}: image is {width}x{height} but the annotations say "
+                f"{row['width']}x{row['height']}"
+            )
+        annotations = self.annotations_of(image_id)
+        boxes = annotations[["x", "y", "w", "h"]].to_numpy(np.float32).reshape(-1, 4).copy()
+        boxes[:, 2:] += boxes[:, :2]
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.tensor([self.label_of[int(c)] for c in annotations["category_id"]], dtype=torch.int64),
+            "annotation_ids": torch.from_numpy(annotations["annotation_id"].to_numpy(np.int64).copy()),
+            "image_id": torch.tensor(int(image_id)),
+        }
+        if self.with_masks:
+            masks = [segmentation_to_mask(s, height, width) for s in annotations["segmentation"]]
+            target["masks"] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, height, width), np.uint8))
+        target["flip"] = torch.tensor(flip)
+        if flip:
+            image, target = hflip(image, target)
+        return image, target
+
+
+def hflip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    width = image.shape[-1]
+    target = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+    target["boxes"] = boxes
+    if "masks" in target:
+        target["masks"] = target["masks"].flip(-1)
+    return image.flip(-1), target
+
+
+_EMPTY = pd.DataFrame(
+    {
+        "annotation_id": pd.Series(dtype=np.int64),
+        "category_id": pd.Series(dtype=np.int64),
+        "x": pd.Series(dtype=np.float32),
+        "y": pd.Series(dtype=np.float32),
+        "w": pd.Series(dtype=np.float32),
+        "h": pd.Series(dtype=np.float32),
+        "segmentation": pd.Series(dtype=object),
+    }
+)
+
+
+class SampleStream(torch.utils.data.Dataset):
+    """A fixed sequence of (image_id, flip, category_id) samples, read in order by a DataLoader."""
+
+    def __init__(self, data: DetectionData, samples: pd.DataFrame):
+        self.data = data
+        self.image_ids = samples["image_id"].to_numpy(np.int64)
+        self.flips = samples["flip"].to_numpy(bool)
+        self.target_labels = np.array([data.label_of.get(int(c), 0) for c in samples["category_id"]], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, target = self.data.load(self.image_ids[index], bool(self.flips[index]))
+        target["target_label"] = torch.tensor(self.target_labels[index])
+        return image, target
+
+
+def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)

@@ -1,0 +1,118 @@
+"""Logit distillation (METHOD.md section 5): the previous model's cosine scores on ground-truth boxes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch import nn
+
+from lst.dataset import DetectionData
+from lst.tables import logits_schema
+
+log = logging.getLogger(__name__)
+
+
+def box_cosines(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Cosine scores (no scale) of each given box over background + the model's classes, per image.
+
+    ``boxes`` are xyxy in the images' own pixels; they are resized with the images, as in training.
+    """
+    targets = [{"boxes": b} for b in boxes]
+    image_list, targets = model.transform(images, targets)
+    features = model.backbone(image_list.tensors)
+    resized = [t["boxes"] for t in targets]
+    pooled = model.roi_heads.box_roi_pool(features, resized, image_list.image_sizes)
+    cosines = model.roi_heads.box_predictor.cosine(model.roi_heads.box_head(pooled))
+    return list(cosines.split([len(b) for b in resized]))
+
+
+@torch.inference_mode()
+def teacher_logits(
+    teacher: nn.Module, data: DetectionData, new_category_ids: set[int], batch_size: int, log_period: int = 20
+) -> pa.Table:
+    """One row per (image, new-class annotation, flip) with the teacher's cosine scores.
+
+    ``data`` holds phase k's training images and annotations; only images with a new class are used.
+    """
+    teacher.eval()
+    image_ids = [int(i) for i in data.image_ids() if data.annotations_of(i)["category_id"].isin(new_category_ids).any()]
+    rows: dict[str, list] = {"image_id": [], "annotation_id": [], "flip": [], "logits": []}
+    for batch_index, start in enumerate(range(0, len(image_ids), batch_size), start=1):
+        for flip in (False, True):
+            images, boxes, annotation_ids, batch_ids = [], [], [], []
+            for image_id in image_ids[start : start + batch_size]:
+                image, target = data.load(image_id, flip)
+                new = torch.tensor(data.annotations_of(image_id)["category_id"].isin(new_category_ids).to_numpy())
+                images.append(image)
+                boxes.append(target["boxes"][new])
+                annotation_ids.append(target["annotation_ids"][new])
+                batch_ids.append(image_id)
+            for image_id, ids, cos in zip(batch_ids, annotation_ids, box_cosines(teacher, images, boxes), strict=True):
+                rows["image_id"].append(np.full(len(ids), image_id, dtype=np.int64))
+                rows["annotation_id"].append(ids.numpy())
+                rows["flip"].append(np.full(len(ids), flip))
+                rows["logits"].append(cos.numpy().astype(np.float32))
+        if batch_index % log_period == 0:
+            log.info("teacher logits: %d/%d images", min(start + batch_size, len(image_ids)), len(image_ids))
+    num_logits = teacher.roi_heads.box_predictor.cls_score.weight.shape[0]
+    logits = np.concatenate(rows["logits"]) if rows["logits"] else np.zeros((0, num_logits), np.float32)
+    table = pd.DataFrame(
+        {
+            "image_id": np.concatenate(rows["image_id"]) if rows["image_id"] else np.zeros(0, np.int64),
+            "annotation_id": np.concatenate(rows["annotation_id"]) if rows["annotation_id"] else np.zeros(0, np.int64),
+            "flip": np.concatenate(rows["flip"]) if rows["flip"] else np.zeros(0, bool),
+        }
+    )
+    schema = logits_schema(num_logits)
+    flat = pa.array(logits.reshape(-1), type=pa.float32())
+    columns = [
+        pa.array(table[name].to_numpy(), type=schema.field(name).type) for name in ("image_id", "annotation_id", "flip")
+    ]
+    columns.append(pa.FixedSizeListArray.from_arrays(flat, num_logits))
+    return pa.Table.from_arrays(columns, schema=schema).sort_by(
+        [("image_id", "ascending"), ("flip", "ascending"), ("annotation_id", "ascending")]
+    )
+
+
+class DistillationLoss:
+    """Student-teacher L2 on cosine scores of old classes (background dropped), summed over boxes / #boxes.
+
+    The teacher's scores were extracted for the same images, boxes and flips (``teacher_logits``), so
+    the student sees exactly the views the teacher scored.
+    """
+
+    def __init__(self, logits: pa.Table, weight: float = 1.0):
+        self.weight = weight
+        table = logits.to_pandas()
+        values = np.stack(table["logits"].to_numpy()) if len(table) else np.zeros((0, 1), np.float32)
+        self.num_logits = logits.schema.field("logits").type.list_size
+        self._rows = {
+            (int(image_id), bool(flip), int(annotation_id)): i
+            for i, (image_id, flip, annotation_id) in enumerate(
+                zip(table["image_id"], table["flip"], table["annotation_id"], strict=True)
+            )
+        }
+        self._values = torch.from_numpy(values.astype(np.float32))
+
+    def __call__(
+        self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        chosen_images, boxes, teacher_rows = [], [], []
+        for image, target in zip(images, targets, strict=True):
+            key = (int(target["image_id"]), bool(target["flip"]))
+            rows = [self._rows.get((*key, int(a)), -1) for a in target["annotation_ids"]]
+            keep = torch.tensor([r >= 0 for r in rows], dtype=torch.bool)
+            if keep.any():
+                chosen_images.append(image)
+                boxes.append(target["boxes"][keep])
+                teacher_rows += [r for r in rows if r >= 0]
+        if not teacher_rows:
+            return {"loss_distill": images[0].new_zeros(())}
+        student = torch.cat(box_cosines(model, chosen_images, boxes))
+        teacher = self._values[teacher_rows]
+        difference = student[:, 1 : self.num_logits] - teacher[:, 1:]
+        return {"loss_distill": self.weight * difference.pow(2).sum() / len(teacher_rows)}

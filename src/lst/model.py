@@ -1,0 +1,187 @@
+"""Mask R-CNN on torchvision with LST's box head: a cosine classifier over fc7 without its final ReLU.
+
+The architecture is fully described by a plain ``model`` config dict, stored in every checkpoint, so
+later phases rebuild exactly the model the base phase trained.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+BOX_PREDICTOR = "roi_heads.box_predictor."
+MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
+
+
+class BoxHead(TwoMLPHead):
+    """fc6 -> ReLU -> fc7, with no ReLU after fc7 (the cosine classifier needs signed features)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc7(F.relu(self.fc6(x.flatten(start_dim=1))))
+
+
+class CosineBoxPredictor(nn.Module):
+    """logits = s * cos(feature, class weight row); class-specific box regression as torchvision's."""
+
+    def __init__(self, in_channels: int, num_classes: int, scale: float = 10.0, learn_scale: bool = True):
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes, bias=False)
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.bbox_pred.bias)
+        scale_tensor = torch.tensor(float(scale))
+        if learn_scale:
+            self.scale = nn.Parameter(scale_tensor)
+        else:
+            self.register_buffer("scale", scale_tensor)
+
+    def cosine(self, features: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity to every class row (background first), without the scale."""
+        return F.normalize(features.flatten(start_dim=1), dim=1) @ F.normalize(self.cls_score.weight, dim=1).t()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.flatten(start_dim=1)
+        return self.scale * self.cosine(x), self.bbox_pred(x)
+
+
+def _conv_bn(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallBackbone(nn.Module):
+    """A 4-stage conv net with BatchNorm (strides 4-32) for CPU demos trained from scratch."""
+
+    def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 128, 256)):
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn(3, 16, 2), _conv_bn(16, widths[0], 1))
+        channels = widths[0]
+        for index, width in enumerate(widths, start=1):
+            self.add_module(f"layer{index}", nn.Sequential(_conv_bn(channels, width, 2), _conv_bn(width, width, 1)))
+            channels = width
+        # the stem already halves; layer1 halves again -> stride 4
+        self.layer1[0][0].stride = (2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - IntermediateLayerGetter runs children
+        for module in self.children():
+            x = module(x)
+        return x
+
+
+def _backbone(cfg: dict[str, Any]) -> BackboneWithFPN:
+    name = cfg["backbone"]
+    if name == "small":
+        widths = tuple(cfg.get("small_widths", (32, 64, 128, 256)))
+        body = SmallBackbone(widths)
+        return BackboneWithFPN(
+            body,
+            return_layers={f"layer{i}": str(i - 1) for i in range(1, 5)},
+            in_channels_list=list(widths),
+            out_channels=cfg["fpn_channels"],
+            extra_blocks=LastLevelMaxPool(),
+        )
+    if name in ("resnet50_fpn", "resnet18_fpn"):
+        # weights=None: nothing is downloaded; COCO weights come from a trimmed checkpoint
+        backbone = resnet_fpn_backbone(backbone_name=name.removesuffix("_fpn"), weights=None, trainable_layers=5)
+        if cfg.get("stride_in_1x1", False):
+            _move_stride_to_1x1(backbone.body)
+        return backbone
+    raise ValueError(f"model.backbone: unknown backbone {name!r} (choose small, resnet18_fpn, resnet50_fpn)")
+
+
+def _move_stride_to_1x1(body: nn.Module) -> None:
+    """maskrcnn-benchmark (C2 weights) strides in each stage's first 1x1 conv, torchvision in the 3x3."""
+    for layer in (body.layer2, body.layer3, body.layer4):
+        block = layer[0]
+        if isinstance(block, resnet.Bottleneck):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+
+
+def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
+    """Mask R-CNN for ``num_classes`` outputs (background included) from a ``model`` config dict."""
+    backbone = _backbone(cfg)
+    channels = backbone.out_channels
+    levels = ["0", "1", "2", "3"]
+    anchor_sizes = tuple((int(s),) for s in cfg["anchor_sizes"])
+    aspect_ratios = (tuple(float(r) for r in cfg["aspect_ratios"]),) * len(anchor_sizes)
+    representation = cfg["representation_size"]
+    mask_channels = cfg["mask_head_channels"]
+    model = MaskRCNN(
+        backbone,
+        num_classes=None,
+        min_size=cfg["min_size"],
+        max_size=cfg["max_size"],
+        image_mean=list(cfg["image_mean"]),
+        image_std=list(cfg["image_std"]),
+        rpn_anchor_generator=AnchorGenerator(anchor_sizes, aspect_ratios),
+        rpn_pre_nms_top_n_train=cfg["rpn_pre_nms_top_n_train"],
+        rpn_pre_nms_top_n_test=cfg["rpn_pre_nms_top_n_test"],
+        rpn_post_nms_top_n_train=cfg["rpn_post_nms_top_n_train"],
+        rpn_post_nms_top_n_test=cfg["rpn_post_nms_top_n_test"],
+        rpn_batch_size_per_image=cfg["rpn_batch_size_per_image"],
+        box_roi_pool=MultiScaleRoIAlign(levels, 7, sampling_ratio=cfg["sampling_ratio"]),
+        box_head=BoxHead(channels * 7 * 7, representation),
+        box_predictor=CosineBoxPredictor(representation, num_classes, cfg["cosine_scale"], cfg["learn_scale"]),
+        box_score_thresh=cfg["box_score_thresh"],
+        box_nms_thresh=cfg["box_nms_thresh"],
+        box_detections_per_img=cfg["box_detections_per_img"],
+        box_batch_size_per_image=cfg["box_batch_size_per_image"],
+        box_positive_fraction=cfg["box_positive_fraction"],
+        mask_roi_pool=MultiScaleRoIAlign(levels, 14, sampling_ratio=cfg["sampling_ratio"]),
+        mask_head=MaskRCNNHeads(channels, [mask_channels] * 4, 1),
+        mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
+    )
+    return model
+
+
+def num_outputs(state_dict: dict[str, torch.Tensor]) -> int:
+    """Number of classifier outputs (background included) of a model state dict."""
+    return state_dict[BOX_PREDICTOR + "cls_score.weight"].shape[0]
+
+
+def grow_classifier(
+    state_dict: dict[str, torch.Tensor], num_classes: int, generator: torch.Generator
+) -> OrderedDict[str, torch.Tensor]:
+    """Extend the class-specific layers to ``num_classes`` outputs; old rows are copied exactly.
+
+    New rows, as the seed does: cls ~ N(0, 0.01), box regression ~ N(0, 0.001), biases 0; new mask
+    logit filters get torchvision's own init for them (Kaiming normal, fan-out).
+    """
+    grown = OrderedDict(state_dict)
+    old = num_outputs(state_dict)
+    if num_classes < old:
+        raise ValueError(f"cannot grow a classifier of {old} outputs to {num_classes}")
+    extra = num_classes - old
+
+    def extend(key: str, rows: int, std: float | None) -> None:
+        tensor = state_dict[key]
+        shape = (rows, *tensor.shape[1:])
+        if std is None:
+            new = torch.zeros(shape, dtype=tensor.dtype)
+        else:
+            new = torch.randn(shape, generator=generator, dtype=tensor.dtype) * std
+        grown[key] = torch.cat([tensor, new])
+
+    extend(BOX_PREDICTOR + "cls_score.weight", extra, 0.01)
+    extend(BOX_PREDICTOR + "bbox_pred.weight", 4 * extra, 0.001)
+    extend(BOX_PREDICTOR + "bbox_pred.bias", 4 * extra, None)
+    # Kaiming normal, fan-out mode, of a 1x1 conv with num_classes output channels
+    extend(MASK_LOGITS + "weight", extra, (2.0 / num_classes) ** 0.5)
+    extend(MASK_LOGITS + "bias", extra, None)
+    return grown

@@ -1,0 +1,49 @@
+"""What one phase sees: its seen classes, and the images of its cumulative train or val set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lst import tables
+from lst.dataset import DetectionData
+from lst.splitting import seen_categories
+
+
+def load_split(split_dir: str | Path) -> pd.DataFrame:
+    return tables.read_table(Path(split_dir) / "categories.parquet", tables.SPLIT_CATEGORIES)
+
+
+def phase_images(data_dir: str | Path, split_dir: str | Path, phase: int, split: str) -> pd.DataFrame:
+    """Images of ``split`` in phase ``phase``'s cumulative set."""
+    images = tables.read_table(Path(data_dir) / "images.parquet", tables.IMAGES)
+    membership = tables.read_table(Path(split_dir) / "images.parquet", tables.SPLIT_IMAGES)
+    member = membership[(membership["split"] == split) & (membership["first_phase"] <= phase)]
+    return images[images["image_id"].isin(member["image_id"])].reset_index(drop=True)
+
+
+def load_annotations(data_dir: str | Path, split: str) -> pd.DataFrame:
+    annotations = tables.read_table(Path(data_dir) / "annotations.parquet", tables.ANNOTATIONS)
+    return annotations[annotations["split"] == split].reset_index(drop=True)
+
+
+def phase_data(
+    data_dir: str | Path,
+    split_dir: str | Path,
+    phase: int,
+    split: str,
+    image_root: str | Path,
+    with_masks: bool = True,
+) -> DetectionData:
+    """Images of the cumulative set and the annotations of every class seen by ``phase``."""
+    categories = seen_categories(load_split(split_dir), phase)
+    if categories.empty:
+        raise ValueError(f"phase {phase} has no classes")
+    return DetectionData(
+        phase_images(data_dir, split_dir, phase, split),
+        load_annotations(data_dir, split),
+        categories,
+        image_root,
+        with_masks=with_masks,
+    )

@@ -1,0 +1,60 @@
+"""Tables across methods and phases, for files and for people."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+BASE = "base"  # the shared phase-0 model, listed under this method name
+
+
+def summarize(entries: list[tuple[str, int, pd.DataFrame]]) -> pd.DataFrame:
+    """Long table (method, phase, iou_type, metric, value) from each model's metrics table."""
+    frames = [metrics.assign(method=method, phase=phase) for method, phase, metrics in entries]
+    summary = pd.concat(frames, ignore_index=True)
+    summary["phase"] = summary["phase"].astype("int32")
+    return summary.sort_values(["method", "phase", "iou_type", "metric"], kind="stable").reset_index(drop=True)
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value < 0 else f"{100 * value:.1f}"
+
+
+def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
+    """Mask AP of every method after every phase, then the final phase in detail."""
+    segm = summary[summary["iou_type"] == "segm"]
+    phases = sorted(segm["phase"].unique())
+    methods = [m for m in dict.fromkeys(segm["method"]) if m != BASE]
+    base = segm[segm["method"] == BASE].set_index("metric")["value"]
+    lines = [
+        f"# {dataset}: results",
+        "",
+        "## Mask AP after each phase (phase 0 is the shared base model)",
+        "",
+    ]
+    lines += [
+        "| method | " + " | ".join(f"phase {p}" for p in phases) + " |",
+        "|---" * (len(phases) + 1) + "|",
+    ]
+    for method in methods or [BASE]:
+        rows = segm[(segm["method"] == method) & (segm["metric"] == "AP")].set_index("phase")["value"]
+        cells = [_percent(rows.get(p, base.get("AP", -1) if p == 0 else -1)) for p in phases]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+
+    last = max(phases)
+    phase_columns = [f"AP_phase{j}" for j in range(last + 1)]
+    columns = ["AP", "APr", "APc", "APf", *phase_columns]
+    lines += [
+        "",
+        f"## After the last phase (phase {last}), mask AP; AP_phase<j>: AP of phase j's classes",
+        "",
+    ]
+    lines += ["| method | " + " | ".join(columns) + " | box AP |", "|---" * (len(columns) + 2) + "|"]
+    for method in methods or [BASE]:
+        final = summary[
+            (summary["method"] == method) & (summary["phase"] == summary[summary["method"] == method]["phase"].max())
+        ]
+        values = final[final["iou_type"] == "segm"].set_index("metric")["value"]
+        box = final[final["iou_type"] == "bbox"].set_index("metric")["value"]
+        cells = [_percent(values.get(c, -1)) for c in columns] + [_percent(box.get("AP", -1))]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,140 @@
+"""Divide: sort categories by training instances and cut them into a base phase and incremental phases.
+
+METHOD.md section 1. Labels inside a model are the 1-based rank in the sorted order; phase k's
+training (and val) set is cumulative: every image holding a class of phases 0..k, with the
+annotations of those classes only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# LVIS frequency groups from the number of training images: rare 1-10, common 11-100, frequent > 100.
+LVIS_FREQUENCY_THRESHOLDS = (10, 100)
+
+
+class SplitError(ValueError):
+    """A phase configuration that cannot be applied to the dataset."""
+
+
+def phase_sizes(
+    num_categories: int,
+    base: int | None = None,
+    step: int | None = None,
+    num_incremental: int | None = None,
+    sizes: list[int] | None = None,
+) -> list[int]:
+    """Number of classes of each phase: explicit ``sizes``, or ``base`` then phases of ``step``.
+
+    Without ``num_incremental`` the steps continue until every category is placed (the last one may
+    be smaller). Categories beyond the configured phases are never learned.
+    """
+    if sizes is None:
+        if base is None or step is None:
+            raise SplitError("phases: give either 'sizes' or both 'base' and 'step'")
+        if base > num_categories:
+            raise SplitError(f"phases.base = {base} is larger than the number of classes ({num_categories})")
+        if num_incremental is None:
+            if step <= 0:
+                raise SplitError(f"phases.step = {step}: a phase needs at least one class")
+            num_incremental = math.ceil((num_categories - base) / step)
+        sizes = [base] + [step] * num_incremental
+        rest = num_categories - base - step * (num_incremental - 1) if num_incremental else 0
+        if num_incremental and rest < step:
+            sizes[-1] = rest
+    sizes = [int(s) for s in sizes]
+    for phase, size in enumerate(sizes):
+        if size <= 0:
+            raise SplitError(f"phase {phase} would have {size} classes: a phase needs at least one class")
+    if sum(sizes) > num_categories:
+        raise SplitError(f"phases need {sum(sizes)} classes ({sizes}) but the dataset has {num_categories}")
+    return sizes
+
+
+def frequency_of(image_count: np.ndarray, thresholds: tuple[int, int] = LVIS_FREQUENCY_THRESHOLDS) -> np.ndarray:
+    rare, common = thresholds
+    return np.where(image_count <= rare, "r", np.where(image_count <= common, "c", "f"))
+
+
+def split_categories(categories: pd.DataFrame, annotations: pd.DataFrame, sizes: list[int]) -> pd.DataFrame:
+    """Rank categories by training instance count (descending, ties by ascending id) and assign phases.
+
+    ``annotations`` are the training annotations. Categories without a frequency in the source json
+    get one from the LVIS rule on their training image counts.
+    """
+    counts = annotations.groupby("category_id").agg(
+        instance_count=("annotation_id", "size"), image_count=("image_id", "nunique")
+    )
+    table = categories.merge(counts, left_on="category_id", right_index=True, how="left")
+    table[["instance_count", "image_count"]] = table[["instance_count", "image_count"]].fillna(0).astype(np.int64)
+    missing = table["frequency"] == ""
+    table.loc[missing, "frequency"] = frequency_of(table.loc[missing, "image_count"].to_numpy())
+    table = table.sort_values(["instance_count", "category_id"], ascending=[False, True], kind="stable")
+    table = table.reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1, dtype=np.int64)
+    phase = np.full(len(table), -1, dtype=np.int32)
+    bounds = np.cumsum([0, *sizes])
+    for k in range(len(sizes)):
+        phase[bounds[k] : bounds[k + 1]] = k
+    table["phase"] = phase
+    unplaced = int((phase < 0).sum())
+    if unplaced:
+        log.warning("%d categories lie beyond the configured phases and are never learned", unplaced)
+    return table[["category_id", "name", "frequency", "instance_count", "image_count", "rank", "phase"]]
+
+
+def image_membership(images: pd.DataFrame, annotations: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """For every image, the first phase whose cumulative set holds it (null if none)."""
+    phase_of = split.set_index("category_id")["phase"]
+    annotation_phase = annotations["category_id"].map(phase_of)
+    annotation_phase = annotation_phase.where(annotation_phase >= 0)
+    first = annotation_phase.groupby(annotations["image_id"]).min()
+    table = images[["image_id", "split"]].copy()
+    table["first_phase"] = table["image_id"].map(first).astype("Int32")
+    return table
+
+
+def phase_summary(split: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame:
+    """One row per phase: class count, rank range, f/c/r mix, cumulative train and val image counts."""
+    rows = []
+    for phase, classes in split[split["phase"] >= 0].groupby("phase"):
+        mix = classes["frequency"].value_counts()
+        seen = membership["first_phase"].notna() & (membership["first_phase"] <= phase)
+        rows.append(
+            {
+                "phase": int(phase),
+                "num_classes": len(classes),
+                "first_rank": int(classes["rank"].min()),
+                "last_rank": int(classes["rank"].max()),
+                "f": int(mix.get("f", 0)),
+                "c": int(mix.get("c", 0)),
+                "r": int(mix.get("r", 0)),
+                "train_images": int((seen & (membership["split"] == "train")).sum()),
+                "val_images": int((seen & (membership["split"] == "val")).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def phase_report(phases: pd.DataFrame) -> str:
+    """Markdown table of the phases, for people."""
+    header = "| phase | classes | ranks | f / c / r | train images (cumulative) | val images (cumulative) |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for row in phases.itertuples():
+        lines.append(
+            f"| {row.phase} | {row.num_classes} | {row.first_rank}-{row.last_rank} | "
+            f"{row.f} / {row.c} / {row.r} | {row.train_images} | {row.val_images} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def seen_categories(split: pd.DataFrame, phase: int) -> pd.DataFrame:
+    """Categories learned by the end of ``phase``, in label order (label = rank)."""
+    seen = split[(split["phase"] >= 0) & (split["phase"] <= phase)]
+    return seen.sort_values("rank").reset_index(drop=True)

@@ -1,0 +1,54 @@
+"""Write an incremental phase's sample stream: balanced replay of old classes (or new classes only)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lst import tables
+from lst.phase_data import load_split
+from lst.sampling import replay_quotas, replay_stream
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    data_dir, split_dir, out = require(cfg, "paths.data_dir", "paths.split_dir", "paths.replay")
+    phase, train_cfg, method = cfg["phase"], cfg["train_phase"], cfg["method"]
+    split = load_split(split_dir)
+    annotations = tables.read_table(
+        Path(data_dir) / "annotations.parquet",
+        tables.ANNOTATIONS,
+        columns=["annotation_id", "image_id", "split", "category_id"],
+    )
+    stream = replay_stream(
+        split,
+        annotations[annotations["split"] == "train"],
+        phase,
+        iterations=train_cfg["iterations"],
+        batch_size=train_cfg["batch_size"],
+        world_size=cfg["replay"]["world_size"],
+        seed=cfg["seed"] + 1000 * phase,
+        variant=cfg["replay"]["variant"],
+        old_classes=method["replay"],
+        flip_prob=train_cfg["flip_prob"],
+    )
+    tables.write_table(stream, out, tables.REPLAY)
+    if method["replay"]:
+        quotas = replay_quotas(split, phase)
+        log.info(
+            "old-class quotas per epoch (first 10): %s",
+            quotas[["category_id", "quota"]].head(10).to_dict("records"),
+        )
+    new_ids = split.loc[split["phase"] == phase, "category_id"]
+    old_samples = int((~stream["category_id"].isin(new_ids)).sum())
+    log.info(
+        "wrote %s: %d samples in %d epochs, %d of old classes", out, len(stream), stream["epoch"].nunique(), old_samples
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Extract distillation targets: phase k-1's cosine scores on phase k's new-class boxes, with and without flip."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lst import tables
+from lst.checkpoint import load_checkpoint
+from lst.distill import teacher_logits
+from lst.model import build_model
+from lst.phase_data import load_split, phase_data
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    data_dir, split_dir, image_root, previous_path, out = require(
+        cfg,
+        "paths.data_dir",
+        "paths.split_dir",
+        "dataset.image_root",
+        "paths.previous",
+        "paths.teacher_logits",
+    )
+    phase = cfg["phase"]
+    teacher_checkpoint = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
+    teacher = build_model(teacher_checkpoint["config"]["model"], 1 + len(teacher_checkpoint["category_ids"]))
+    teacher.load_state_dict(teacher_checkpoint["model"])
+    data = phase_data(data_dir, split_dir, phase, "train", image_root, with_masks=False)
+    split = load_split(split_dir)
+    new_ids = set(split.loc[split["phase"] == phase, "category_id"].tolist())
+    table = teacher_logits(teacher, data, new_ids, cfg["eval"]["batch_size"])
+    tables.write_arrow(table, out)
+    log.info("wrote %s: %d rows of %d logits", out, table.num_rows, table.schema.field("logits").type.list_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""LVIS json (train and val) -> images / annotations / categories Parquet, validated, parsed once."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lst import tables
+from lst.lvis_json import merge_splits, read_lvis_json
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    train_json, val_json, data_dir = require(cfg, "dataset.train_json", "dataset.val_json", "paths.data_dir")
+    log.info("reading %s", train_json)
+    train = read_lvis_json(train_json, "train")
+    log.info("reading %s", val_json)
+    val = read_lvis_json(val_json, "val")
+    data = merge_splits(train, val, Path(train_json), Path(val_json))
+    data_dir = Path(data_dir)
+    tables.write_table(data.images, data_dir / "images.parquet", tables.IMAGES)
+    tables.write_table(data.annotations, data_dir / "annotations.parquet", tables.ANNOTATIONS)
+    tables.write_table(data.categories, data_dir / "categories.parquet", tables.CATEGORIES)
+    log.info(
+        "wrote %s: %d images, %d annotations, %d categories",
+        data_dir, len(data.images), len(data.annotations), len(data.categories),
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

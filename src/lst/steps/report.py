@@ -1,0 +1,41 @@
+"""Gather every model's metrics into one summary table (Parquet and Markdown)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from lst import tables
+from lst.io import write_text_atomic
+from lst.report import summarize, summary_markdown
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+# results/<dataset>/<method>/phase<k>/eval/metrics.parquet
+_METRICS_PATH = re.compile(r"(?P<method>[^/]+)/phase(?P<phase>\d+)/eval/metrics\.parquet$")
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    (out_dir,) = require(cfg, "paths.out_dir")
+    entries = []
+    for path in cfg["paths"]["metrics"]:
+        match = _METRICS_PATH.search(Path(path).as_posix())
+        if match is None:
+            raise FileNotFoundError(f"{path}: not a <method>/phase<k>/eval/metrics.parquet path")
+        metrics = tables.read_table(path, tables.METRICS)
+        entries.append((match["method"], int(match["phase"]), metrics))
+    summary = summarize(entries)
+    out_dir = Path(out_dir)
+    tables.write_table(summary, out_dir / "summary.parquet", tables.SUMMARY)
+    markdown = summary_markdown(summary, cfg["dataset"]["name"])
+    write_text_atomic(out_dir / "summary.md", markdown)
+    log.info("summary:\n%s", markdown)
+    log.info("wrote %s and %s", out_dir / "summary.parquet", out_dir / "summary.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Sort categories by training instances into a base phase and incremental phases (METHOD.md section 1)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lst import tables
+from lst.io import write_text_atomic
+from lst.splitting import image_membership, phase_report, phase_sizes, phase_summary, split_categories
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    data_dir, split_dir = (Path(p) for p in require(cfg, "paths.data_dir", "paths.split_dir"))
+    images = tables.read_table(data_dir / "images.parquet", tables.IMAGES)
+    annotations = tables.read_table(
+        data_dir / "annotations.parquet",
+        tables.ANNOTATIONS,
+        columns=["annotation_id", "image_id", "split", "category_id"],
+    )
+    categories = tables.read_table(data_dir / "categories.parquet", tables.CATEGORIES)
+    sizes = phase_sizes(len(categories), **cfg["phases"])
+    split = split_categories(categories, annotations[annotations["split"] == "train"], sizes)
+    membership = image_membership(images, annotations, split)
+    phases = phase_summary(split, membership)
+    tables.write_table(split, split_dir / "categories.parquet", tables.SPLIT_CATEGORIES)
+    tables.write_table(membership, split_dir / "images.parquet", tables.SPLIT_IMAGES)
+    tables.write_table(phases, split_dir / "phases.parquet", tables.PHASES)
+    report = phase_report(phases)
+    write_text_atomic(split_dir / "phases.md", report)
+    log.info("phases (sizes %s):\n%s", sizes, report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Train the base phase: Mask R-CNN with a cosine classifier on the head classes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lst.checkpoint import load_checkpoint, save_checkpoint
+from lst.dataset import SampleStream
+from lst.engine import train
+from lst.io import file_digest
+from lst.model import build_model
+from lst.phase_data import phase_data
+from lst.sampling import uniform_stream
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    data_dir, split_dir, image_root, model_path, work_dir = require(
+        cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.model", "paths.work_dir"
+    )
+    train_cfg, model_cfg, seed = cfg["train_base"], dict(cfg["model"]), cfg["seed"]
+    data = phase_data(data_dir, split_dir, 0, "train", image_root)
+    meta: dict[str, Any] = {}
+    init = None
+    if cfg["paths"]["init"]:
+        init = load_checkpoint(cfg["paths"]["init"])
+        meta = dict(init.get("meta", {}))
+        # converted weights dictate their input normalisation and stride placement
+        model_cfg.update({k: meta[k] for k in ("image_mean", "image_std", "stride_in_1x1") if k in meta})
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
+    if init is not None:
+        from lst.weights import load_trimmed_into
+
+        load_trimmed_into(model, init["model"])
+        log.info("initialised from %s", cfg["paths"]["init"])
+    else:
+        log.info("no COCO checkpoint configured: the base model trains from scratch")
+    stream = uniform_stream(
+        data.image_ids(),
+        train_cfg["iterations"],
+        train_cfg["batch_size"],
+        seed=seed,
+        flip_prob=train_cfg["flip_prob"],
+    )
+    log.info("base phase: %d classes, %d training images", len(data.category_ids), len(data.image_ids()))
+    checkpoint = train(
+        model,
+        SampleStream(data, stream),
+        train_cfg,
+        work_dir,
+        checkpoint_fields={
+            "category_ids": data.category_ids.tolist(),
+            "config": {"model": model_cfg, "train": train_cfg, "method": "base", "phase": 0},
+            "meta": meta,
+            "fingerprint": file_digest(cfg["paths"]["init"]),
+        },
+        seed=seed,
+    )
+    save_checkpoint(checkpoint, model_path)
+    log.info("wrote %s", Path(model_path))
+
+
+if __name__ == "__main__":
+    main()

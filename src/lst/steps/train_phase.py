@@ -1,0 +1,76 @@
+"""Train incremental phase k from phase k-1's model: grow the classifier, train on the phase's stream."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from lst import tables
+from lst.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lst.dataset import SampleStream
+from lst.distill import DistillationLoss
+from lst.engine import train
+from lst.io import file_digest
+from lst.model import build_model, grow_classifier
+from lst.phase_data import phase_data
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    data_dir, split_dir, image_root, previous_path, replay_path, model_path, work_dir = require(
+        cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.previous", "paths.replay",
+        "paths.model", "paths.work_dir",
+    )  # fmt: skip
+    phase, train_cfg, seed = cfg["phase"], cfg["train_phase"], cfg["seed"] + 1000 * cfg["phase"]
+    data = phase_data(data_dir, split_dir, phase, "train", image_root)
+    previous = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
+    old_ids = list(previous["category_ids"])
+    if old_ids != data.category_ids[: len(old_ids)].tolist():
+        raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this split")
+    model_cfg = previous["config"]["model"]
+    torch.manual_seed(seed)
+    model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
+    generator = torch.Generator().manual_seed(seed)
+    model.load_state_dict(grow_classifier(previous["model"], 1 + len(data.category_ids), generator))
+    replay = tables.read_table(replay_path, tables.REPLAY)
+    stream = replay[replay["rank"] == 0].sort_values("position")
+    log.info(
+        "phase %d (%s): %d old + %d new classes, %d samples",
+        phase, cfg["method"]["name"], len(old_ids), len(data.category_ids) - len(old_ids), len(stream),
+    )  # fmt: skip
+    extra_losses = None
+    if cfg["method"]["distill"]:
+        (logits_path,) = require(cfg, "paths.teacher_logits")
+        logits = tables.read_arrow(logits_path, tables.logits_schema(len(old_ids) + 1))
+        extra_losses = DistillationLoss(logits, cfg["distill"]["weight"])
+        log.info("distilling from %s (%d boxes x flips)", logits_path, logits.num_rows)
+    checkpoint = train(
+        model,
+        SampleStream(data, stream),
+        train_cfg,
+        work_dir,
+        checkpoint_fields={
+            "category_ids": data.category_ids.tolist(),
+            "config": {
+                "model": model_cfg,
+                "train": train_cfg,
+                "method": cfg["method"]["name"],
+                "phase": phase,
+            },
+            "meta": previous.get("meta", {}),
+            "fingerprint": file_digest(previous_path, replay_path, cfg["paths"]["teacher_logits"]),
+        },
+        seed=seed,
+        extra_losses=extra_losses,
+    )
+    save_checkpoint(checkpoint, model_path)
+    log.info("wrote %s", model_path)
+
+
+if __name__ == "__main__":
+    main()

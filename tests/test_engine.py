@@ -1,0 +1,95 @@
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from test_model import SMALL
+
+from lst.dataset import DetectionData, SampleStream
+from lst.engine import TrainingError, lr_factor, train
+from lst.model import build_model
+from lst.sampling import uniform_stream
+
+CFG = dict(
+    iterations=6, batch_size=2, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
+    steps=[4], gamma=0.1, warmup_iters=2, warmup_factor=0.1, freeze_backbone_stages=1, flip_prob=0.5,
+    checkpoint_period=3, log_period=1, num_workers=0,
+)  # fmt: skip
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for image_id in range(1, 5):
+        pixels = np.full((48, 48, 3), 128, np.uint8)
+        x, y = rng.integers(2, 20, size=2)
+        pixels[y : y + 20, x : x + 20] = (255, 0, 0) if image_id % 2 else (0, 0, 255)
+        Image.fromarray(pixels).save(tmp_path / f"{image_id}.png")
+        images.append({"image_id": image_id, "width": 48, "height": 48, "file_name": f"{image_id}.png"})
+        polygon = [x, y, x + 20, y, x + 20, y + 20, x, y + 20]
+        annotations.append(
+            {"annotation_id": image_id, "image_id": image_id, "category_id": 1 + image_id % 2, "x": x, "y": y,
+             "w": 20.0, "h": 20.0, "segmentation": str([[float(v) for v in polygon]])}
+        )  # fmt: skip
+    categories = pd.DataFrame({"category_id": [2, 1]})
+    data = DetectionData(pd.DataFrame(images), pd.DataFrame(annotations), categories, tmp_path)
+    return data, SampleStream(data, uniform_stream(data.image_ids(), 6, 2, seed=0))
+
+
+def _train(stream, work_dir, extra_losses=None):
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    return train(model, stream, CFG, work_dir, {"category_ids": [2, 1]}, seed=0, extra_losses=extra_losses)
+
+
+def test_resume_after_interruption_gives_identical_weights(tiny_data, tmp_path, caplog):
+    _, stream = tiny_data
+    straight = _train(stream, tmp_path / "straight")
+
+    def crash_at_5(model, images, targets, calls=[0]):  # noqa: B006 - counts calls
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt  # stands in for a kill after the checkpoint at iteration 3
+        return {}
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(stream, tmp_path / "resumed", crash_at_5)
+    with caplog.at_level(logging.INFO, logger="lst.engine"):
+        resumed = _train(stream, tmp_path / "resumed")
+    assert "at iteration 3" in caplog.text
+    assert resumed["iteration"] == straight["iteration"] == 6
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+
+def test_non_finite_loss_stops_with_iteration_and_terms(tiny_data, tmp_path):
+    _, stream = tiny_data
+
+    def explode_at_5(model, images, targets, calls=[0]):  # noqa: B006
+        calls[0] += 1
+        return {"loss_bad": torch.tensor(float("nan") if calls[0] == 5 else 0.0)}
+
+    with pytest.raises(TrainingError, match=r"iteration 5: the loss is not finite .*loss_bad"):
+        _train(stream, tmp_path / "run", explode_at_5)
+    assert (tmp_path / "run" / "last.pt").exists()  # the good checkpoint of iteration 3 is kept
+
+
+def test_frozen_stages_do_not_change(tiny_data, tmp_path):
+    _, stream = tiny_data
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    stem = {k: v.clone() for k, v in model.backbone.body.stem.state_dict().items()}
+    train(model, stream, CFG, tmp_path, {"category_ids": [2, 1]}, seed=0)
+    assert all(torch.equal(v, model.backbone.body.stem.state_dict()[k]) for k, v in stem.items())
+
+
+def test_lr_schedule():
+    assert lr_factor(0, CFG) == pytest.approx(0.1)
+    assert lr_factor(1, CFG) == pytest.approx(0.55)
+    assert lr_factor(3, CFG) == 1.0
+    assert lr_factor(4, CFG) == pytest.approx(0.1)
+    cosine = dict(CFG, schedule="cosine", warmup_iters=0, iterations=10)
+    assert lr_factor(5, cosine) == pytest.approx(0.5)

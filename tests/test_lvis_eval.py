@@ -1,0 +1,402 @@
+"""lst.lvis_eval against lvis-api (lvis 0.5.3) itself, on randomized federated cases."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pycocotools.mask as mask_utils
+import pytest
+
+from lst.lvis_eval import METRIC_KEYS, EvalResult, evaluate_lvis, main, mean_ap
+
+lvis = pytest.importorskip("lvis")
+from lvis import LVIS, LVISEval, LVISResults  # noqa: E402
+
+SEEDS = (0, 1, 2, 3)
+SIZE_BUCKETS = {"small": (6, 28), "medium": (36, 90), "large": (100, 190)}
+
+
+@pytest.fixture
+def lvis_np2(monkeypatch):
+    """lvis 0.5.3's accumulate() uses ``np.float``, gone in numpy 2 (test-only workaround)."""
+    monkeypatch.setattr(np, "float", float, raising=False)
+
+
+# --------------------------------------------------------------------------- random cases
+
+
+def _quad(rng, cx, cy, w, h, W, H):
+    """A random convex-ish quadrilateral roughly filling the box centred at (cx, cy), clipped to the image."""
+    x0, x1, y0, y1 = cx - w / 2, cx + w / 2, cy - h / 2, cy + h / 2
+    j = rng.uniform(0, 0.25, size=8)
+    pts = [
+        (x0 + j[0] * w, y0 + j[1] * h),
+        (x1 - j[2] * w, y0 + j[3] * h),
+        (x1 - j[4] * w, y1 - j[5] * h),
+        (x0 + j[6] * w, y1 - j[7] * h),
+    ]
+    return [float(np.clip(v, 0, lim)) for p in pts for v, lim in zip(p, (W, H), strict=True)]
+
+
+def _random_shape(rng, W, H, buckets):
+    bucket = buckets[rng.integers(len(buckets))]
+    lo, hi = SIZE_BUCKETS[bucket]
+    hi = min(hi, min(W, H) - 4)
+    w, h = rng.uniform(lo, hi, size=2)
+    cx, cy = rng.uniform(w / 2, W - w / 2), rng.uniform(h / 2, H - h / 2)
+    return _quad(rng, cx, cy, w, h, W, H)
+
+
+def _jitter(rng, poly, sigma, W, H):
+    xs, ys = np.array(poly[0::2]), np.array(poly[1::2])
+    size = max(np.ptp(xs), np.ptp(ys), 1.0)
+    xs = np.clip(xs + rng.normal(0, sigma * size, 4), 0, W)
+    ys = np.clip(ys + rng.normal(0, sigma * size, 4), 0, H)
+    return [float(v) for p in zip(xs, ys, strict=True) for v in p]
+
+
+def _rle(poly, H, W):
+    return mask_utils.merge(mask_utils.frPyObjects([poly], H, W))
+
+
+def make_case(seed: int, ties: bool = False, buckets=("small", "medium", "large"), freqs=("r", "c", "f")):
+    """GT dict and detection frame (bbox and segm columns) exercising every federated rule."""
+    rng = np.random.default_rng(seed)
+    n_img, n_cat = 7, 12
+    cat_ids = [3 * i + 2 for i in range(n_cat)]  # non-contiguous ids
+    categories = [{"id": c, "name": f"c{c}", "frequency": freqs[i % len(freqs)]} for i, c in enumerate(cat_ids)]
+    no_gt_cats = set(cat_ids[-2:])  # never annotated: AP NaN, excluded from the means
+    gt_cats = [c for c in cat_ids if c not in no_gt_cats]
+
+    images, anns, rows = [], [], []
+    for i in range(n_img):
+        img_id = 100 + 7 * i
+        W, H = (int(v) for v in rng.integers(200, 320, size=2))
+        pos = [] if i == 0 else list(rng.choice(gt_cats, size=int(rng.integers(1, 4)), replace=False))
+        others = [c for c in cat_ids if c not in pos]
+        neg = [int(c) for c in rng.choice(others, size=int(rng.integers(1, 4)), replace=False)]
+        nel = [int(c) for c in pos if rng.random() < 0.4]
+        images.append(
+            {
+                "id": img_id,
+                "height": H,
+                "width": W,
+                "neg_category_ids": neg,
+                "not_exhaustive_category_ids": nel,
+            }
+        )
+        heavy = i in (1, 2)  # more than 300 detections on these images
+        for c in pos:
+            for _ in range(int(rng.integers(1, 5))):
+                poly = _random_shape(rng, W, H, buckets)
+                rle = _rle(poly, H, W)
+                anns.append(
+                    {
+                        "id": len(anns) + 1,
+                        "image_id": img_id,
+                        "category_id": int(c),
+                        "segmentation": [poly],
+                        "area": float(mask_utils.area(rle)),
+                        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    }
+                )
+                for _ in range(int(rng.integers(0, 4 if not heavy else 12))):
+                    sigma = rng.choice([0.01, 0.05, 0.12, 0.3])
+                    rows.append((img_id, int(c), _jitter(rng, poly, sigma, W, H), W, H))
+        n_fp = int(rng.integers(5, 25)) if not heavy else int(rng.integers(320, 380))
+        for _ in range(n_fp):
+            # mostly classes that are evaluated on this image (pos / neg), some that are not
+            pool = pos + neg if (pos + neg and rng.random() < 0.8) else cat_ids
+            c = int(rng.choice(pool))
+            rows.append((img_id, c, _random_shape(rng, W, H, buckets), W, H))
+
+    order = rng.permutation(len(rows))
+    recs = []
+    for k in order:
+        img_id, c, poly, W, H = rows[k]
+        rle = _rle(poly, H, W)
+        x0, y0 = min(poly[0::2]), min(poly[1::2])
+        x1, y1 = max(poly[0::2]), max(poly[1::2])
+        recs.append((img_id, c, x0, y0, x1 - x0, y1 - y0, rle["counts"]))
+    score = rng.uniform(0.01, 1.0, size=len(recs))
+    if ties:
+        score = np.round(score * 20) / 20
+    dets = pd.DataFrame(
+        {
+            "image_id": np.array([r[0] for r in recs], dtype=np.int64),
+            "category_id": np.array([r[1] for r in recs], dtype=np.int64),
+            "score": score.astype(np.float32),
+            "x": np.array([r[2] for r in recs], dtype=np.float32),
+            "y": np.array([r[3] for r in recs], dtype=np.float32),
+            "w": np.array([r[4] for r in recs], dtype=np.float32),
+            "h": np.array([r[5] for r in recs], dtype=np.float32),
+            "rle_counts": pd.Series([r[6] for r in recs], dtype=object),
+        }
+    )
+    gt = {"images": images, "annotations": anns, "categories": categories}
+    return gt, dets
+
+
+def lvis_results(gt: dict, dets: pd.DataFrame, iou_type: str) -> list[dict]:
+    """The same detections as an LVIS results list.  segm results carry no bbox, so that lvis-api sizes
+    them by mask area (as detectron2 does, and as lst.lvis_eval does)."""
+    hw = {img["id"]: [img["height"], img["width"]] for img in gt["images"]}
+    out = []
+    for r in dets.itertuples(index=False):
+        d = {"image_id": int(r.image_id), "category_id": int(r.category_id), "score": float(r.score)}
+        if iou_type == "bbox":
+            d["bbox"] = [float(r.x), float(r.y), float(r.w), float(r.h)]
+        else:
+            counts = r.rle_counts.decode() if isinstance(r.rle_counts, bytes) else r.rle_counts
+            d["segmentation"] = {"size": hw[int(r.image_id)], "counts": counts}
+        out.append(d)
+    return out
+
+
+def run_lvis_api(tmp_path, gt: dict, results: list[dict], iou_type: str, max_dets: int = 300) -> LVISEval:
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    lvis_gt = LVIS(str(gt_path))
+    ev = LVISEval(lvis_gt, LVISResults(lvis_gt, results, max_dets=max_dets), iou_type)
+    ev.run()
+    return ev
+
+
+def assert_matches_lvis_api(res: EvalResult, ev: LVISEval, gt: dict) -> None:
+    ref = ev.get_results()
+    assert list(res.metrics) == list(METRIC_KEYS) == list(ref)
+    for k in METRIC_KEYS:
+        assert res.metrics[k] == pytest.approx(float(ref[k]), abs=1e-6), k
+
+    # per-class AP as lvis-api's precision array averages it, and which classes count
+    prec = ev.eval["precision"][:, :, :, 0]
+    cat_ids = sorted(c["id"] for c in gt["categories"])
+    assert res.per_class["category_id"].tolist() == cat_ids
+    for k, c in enumerate(cat_ids):
+        s = prec[:, :, k]
+        got = res.per_class["ap"].iloc[k]
+        if (s > -1).any():
+            assert got == pytest.approx(float(s[s > -1].mean()), abs=1e-6), c
+        else:
+            assert np.isnan(got), c
+    num_dets = pd.Series([c for (_, c), d in ev._dts.items() for _ in d]).value_counts()
+    assert res.per_class["num_dets"].tolist() == [int(num_dets.get(c, 0)) for c in cat_ids]
+    num_gt = pd.Series([a["category_id"] for a in gt["annotations"]]).value_counts()
+    assert res.per_class["num_gt"].tolist() == [int(num_gt.get(c, 0)) for c in cat_ids]
+
+
+# --------------------------------------------------------------------------- against lvis-api
+
+
+def test_random_case_exercises_the_rules():
+    gt, dets = make_case(0)
+    per_img = dets.groupby("image_id").size()
+    assert (per_img > 300).sum() >= 2
+    assert any(not [a for a in gt["annotations"] if a["image_id"] == img["id"]] for img in gt["images"])
+    assert all(img["neg_category_ids"] for img in gt["images"])
+    assert any(img["not_exhaustive_category_ids"] for img in gt["images"])
+    areas = np.array([a["area"] for a in gt["annotations"]])
+    assert (areas < 32**2).any() and ((areas > 32**2) & (areas < 96**2)).any() and (areas > 96**2).any()
+    annotated = {a["category_id"] for a in gt["annotations"]}
+    assert set(c["id"] for c in gt["categories"]) - annotated  # classes without GT
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_matches_lvis_api(lvis_np2, tmp_path, seed, iou_type):
+    kwargs = {}
+    if seed == 2:
+        kwargs = {"ties": True}  # many equal scores, also at the 300 cut
+    if seed == 3:
+        kwargs = {"buckets": ("small", "medium"), "freqs": ("c", "f")}  # APl, ARl, APr are -1
+    gt, dets = make_case(seed, **kwargs)
+    if seed == 1:  # a class with GT but no detection at all
+        dets = dets[dets["category_id"] != gt["annotations"][0]["category_id"]].reset_index(drop=True)
+    gt_before = copy.deepcopy(gt)
+    dets_before = dets.copy()
+
+    res = evaluate_lvis(gt, dets, iou_type)
+
+    assert gt == gt_before  # not mutated
+    pd.testing.assert_frame_equal(dets, dets_before)
+    ev = run_lvis_api(tmp_path, gt, lvis_results(gt, dets, iou_type), iou_type)
+    assert_matches_lvis_api(res, ev, gt)
+    if seed == 3:
+        assert res.metrics["APl"] == -1.0 and res.metrics["APr"] == -1.0
+    assert ((res.per_class["num_gt"] > 0) == res.per_class["ap"].notna()).all()
+
+    # mean_ap reproduces the summary APs
+    pc = res.per_class
+    assert mean_ap(pc, pc["category_id"]) == pytest.approx(res.metrics["AP"], abs=1e-12)
+    for f in "rcf":
+        ids = [c["id"] for c in gt["categories"] if c["frequency"] == f]
+        assert mean_ap(pc, ids) == pytest.approx(res.metrics[f"AP{f}"], abs=1e-12)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_other_max_dets_matches_lvis_api(lvis_np2, tmp_path, iou_type):
+    gt, dets = make_case(4)
+    res = evaluate_lvis(gt, dets, iou_type, max_dets_per_image=40)
+    ev = run_lvis_api(tmp_path, gt, lvis_results(gt, dets, iou_type), iou_type, max_dets=40)
+    assert_matches_lvis_api(res, ev, gt)
+    assert res.metrics != evaluate_lvis(gt, dets, iou_type).metrics
+
+
+def test_empty_detections(lvis_np2, tmp_path):
+    gt, dets = make_case(0)
+    empty = dets.iloc[:0]
+    res = evaluate_lvis(gt, empty, "bbox")
+    # lvis-api cannot take an empty list; one detection it ignores (class neither positive nor negative
+    # on its image) is the same thing.
+    img = gt["images"][0]
+    ignored = next(c["id"] for c in gt["categories"] if c["id"] not in img["neg_category_ids"])
+    one = [{"image_id": img["id"], "category_id": ignored, "score": 0.5, "bbox": [1.0, 1.0, 5.0, 5.0]}]
+    ev = run_lvis_api(tmp_path, gt, one, "bbox")
+    assert_matches_lvis_api(res, ev, gt)
+    pc = res.per_class
+    assert (pc.loc[pc["num_gt"] > 0, "ap"] == 0).all()
+    assert (pc["num_dets"] == 0).all()
+    assert res.metrics["AP"] == 0.0 and res.metrics["AR@300"] == 0.0
+    assert evaluate_lvis(gt, empty, "segm").metrics == res.metrics
+
+
+def test_row_order_only_matters_for_ties():
+    gt, dets = make_case(1)
+    a = evaluate_lvis(gt, dets, "bbox")
+    b = evaluate_lvis(gt, dets.sample(frac=1.0, random_state=0), "bbox")
+    assert a.metrics == pytest.approx(b.metrics, abs=1e-12)
+    pd.testing.assert_frame_equal(a.per_class, b.per_class)
+
+
+def test_per_class_dtypes_and_mean_ap_edge_cases():
+    gt, dets = make_case(0)
+    pc = evaluate_lvis(gt, dets, "bbox").per_class
+    assert list(pc.columns) == ["category_id", "ap", "num_gt", "num_dets"]
+    assert [str(t) for t in pc.dtypes] == ["int64", "float64", "int64", "int64"]
+    no_gt = pc.loc[pc["num_gt"] == 0, "category_id"].tolist()
+    assert no_gt and mean_ap(pc, no_gt) == -1.0
+    assert mean_ap(pc, []) == -1.0
+
+
+def test_input_errors():
+    gt, dets = make_case(0)
+    bad_img = dets.copy()
+    bad_img.loc[[0, 1], "image_id"] = [999999, 888888]
+    with pytest.raises(ValueError, match="888888.*999999"):
+        evaluate_lvis(gt, bad_img, "bbox")
+    nan = dets.copy()
+    nan.loc[3, "score"] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_lvis(gt, nan, "segm")
+    with pytest.raises(ValueError, match="iou_type"):
+        evaluate_lvis(gt, dets, "keypoints")
+    with pytest.raises(ValueError, match="rle_counts"):
+        evaluate_lvis(gt, dets.drop(columns="rle_counts"), "segm")
+    with pytest.raises(ValueError, match="max_dets_per_image"):
+        evaluate_lvis(gt, dets, "bbox", max_dets_per_image=0)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def cli_case(tmp_path):
+    gt, dets = make_case(1)
+    dets = dets[dets["image_id"].isin([img["id"] for img in gt["images"][2:]])].reset_index(drop=True)
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    return gt, dets, gt_path
+
+
+def test_cli_bbox_json_matches_lvis_api_on_the_same_file(lvis_np2, tmp_path, capsys, cli_case):
+    gt, dets, gt_path = cli_case
+    results = lvis_results(gt, dets, "segm")
+    rng = np.random.default_rng(7)
+    for r, box in zip(results, dets[["x", "y", "w", "h"]].to_numpy(np.float64).tolist(), strict=True):
+        r["bbox"] = [v + float(rng.uniform(-0.3, 0.3)) for v in box]  # float64 boxes, not float32
+    json_path = tmp_path / "dets.json"
+    json_path.write_text(json.dumps(results))
+    assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", "bbox"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    lvis_gt = LVIS(str(gt_path))
+    ev = LVISEval(lvis_gt, LVISResults(lvis_gt, str(json_path)), "bbox")
+    ev.run()
+    assert out == pytest.approx({k: float(v) for k, v in ev.get_results().items()}, abs=1e-6)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_cli_json_and_parquet(tmp_path, capsys, cli_case, iou_type):
+    gt, dets, gt_path = cli_case
+    expected = evaluate_lvis(gt, dets, iou_type).metrics
+
+    # LVIS results json with both bbox and segmentation, as detectors write them
+    results = lvis_results(gt, dets, "segm")
+    for r, box in zip(results, dets[["x", "y", "w", "h"]].to_numpy().tolist(), strict=True):
+        r["bbox"] = box
+    json_path = tmp_path / "dets.json"
+    json_path.write_text(json.dumps(results))
+    assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", iou_type]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == list(METRIC_KEYS)
+    assert out == pytest.approx(expected, abs=1e-12)
+
+    # Parquet, rle counts as bytes and as str
+    for counts in ("bytes", "str"):
+        frame = dets.copy()
+        if counts == "str":
+            frame["rle_counts"] = [c.decode() for c in frame["rle_counts"]]
+        pq_path = tmp_path / f"dets_{counts}.parquet"
+        frame.to_parquet(pq_path)
+        assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", iou_type]) == 0
+        assert json.loads(capsys.readouterr().out) == pytest.approx(expected, abs=1e-12)
+
+
+def test_cli_errors(tmp_path, capsys, cli_case):
+    gt, dets, gt_path = cli_case
+    good = tmp_path / "dets.parquet"
+    dets.to_parquet(good)
+
+    missing = tmp_path / "nope.json"
+    assert main(["--gt", str(missing), "--dets", str(good), "--iou-type", "bbox"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+    assert main(["--gt", str(gt_path), "--dets", str(missing), "--iou-type", "bbox"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+    broken_json = tmp_path / "broken.json"
+    broken_json.write_text('[{"image_id": 1,')
+    assert main(["--gt", str(gt_path), "--dets", str(broken_json), "--iou-type", "bbox"]) == 2
+    assert str(broken_json) in capsys.readouterr().err
+
+    assert main(["--gt", str(broken_json), "--dets", str(good), "--iou-type", "bbox"]) == 2
+    assert str(broken_json) in capsys.readouterr().err
+
+    broken_pq = tmp_path / "broken.parquet"
+    broken_pq.write_bytes(b"PAR1 not really parquet")
+    assert main(["--gt", str(gt_path), "--dets", str(broken_pq), "--iou-type", "segm"]) == 2
+    assert str(broken_pq) in capsys.readouterr().err
+
+    not_a_list = tmp_path / "obj.json"
+    not_a_list.write_text('{"image_id": 1}')
+    assert main(["--gt", str(gt_path), "--dets", str(not_a_list), "--iou-type", "bbox"]) == 2
+    assert str(not_a_list) in capsys.readouterr().err
+
+    unknown = dets.copy()
+    unknown.loc[0, "image_id"] = 424242
+    unknown_path = tmp_path / "unknown.parquet"
+    unknown.to_parquet(unknown_path)
+    assert main(["--gt", str(gt_path), "--dets", str(unknown_path), "--iou-type", "bbox"]) == 1
+    err = capsys.readouterr().err
+    assert "424242" in err and str(unknown_path) in err
+
+    # a bbox-only results file cannot be evaluated as segm
+    bbox_only = tmp_path / "bbox_only.json"
+    bbox_only.write_text(json.dumps(lvis_results(gt, dets, "bbox")))
+    assert main(["--gt", str(gt_path), "--dets", str(bbox_only), "--iou-type", "segm"]) == 1
+    assert "rle_counts" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        main(["--gt", str(gt_path), "--dets", str(good), "--iou-type", "keypoints"])

@@ -1,0 +1,66 @@
+import torch
+
+from lst.checkpoint import load_checkpoint, save_checkpoint
+from lst.model import build_model, grow_classifier
+
+SMALL = dict(
+    backbone="small", small_widths=[8, 16, 16, 16], fpn_channels=16, stride_in_1x1=False, min_size=64, max_size=64,
+    image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], anchor_sizes=[8, 16, 32, 64, 128],
+    aspect_ratios=[0.5, 1.0, 2.0], rpn_pre_nms_top_n_train=100, rpn_pre_nms_top_n_test=50,
+    rpn_post_nms_top_n_train=50, rpn_post_nms_top_n_test=30, rpn_batch_size_per_image=32, representation_size=32,
+    mask_head_channels=8, sampling_ratio=1, cosine_scale=10.0, learn_scale=True, box_score_thresh=0.0,
+    box_nms_thresh=0.5, box_detections_per_img=300, box_batch_size_per_image=16, box_positive_fraction=0.25,
+)  # fmt: skip
+
+
+def _class_outputs(model, features):
+    predictor = model.roi_heads.box_predictor
+    logits, boxes = predictor(features)
+    mask_logits = model.roi_heads.mask_predictor.mask_fcn_logits(torch.ones(2, 8, 4, 4))
+    return logits, boxes, mask_logits
+
+
+def test_cosine_classifier_is_scaled_cosine():
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=4)
+    predictor = model.roi_heads.box_predictor
+    features = torch.randn(5, 32)
+    logits, _ = predictor(features)
+    weight = predictor.cls_score.weight
+    expected = 10.0 * torch.stack([torch.cosine_similarity(f[None], weight, dim=1) for f in features])
+    torch.testing.assert_close(logits, expected)
+    assert predictor.scale.requires_grad
+
+
+def test_growth_keeps_old_outputs_identical():
+    torch.manual_seed(0)
+    old = build_model(SMALL, num_classes=4).eval()
+    grown_state = grow_classifier(old.state_dict(), 7, torch.Generator().manual_seed(1))
+    new = build_model(SMALL, num_classes=7).eval()
+    new.load_state_dict(grown_state)
+    features = torch.randn(6, 32)
+    old_logits, old_boxes, old_masks = _class_outputs(old, features)
+    new_logits, new_boxes, new_masks = _class_outputs(new, features)
+    assert torch.equal(new_logits[:, :4], old_logits)
+    assert torch.equal(new_boxes[:, :16], old_boxes)
+    assert torch.equal(new_masks[:, :4], old_masks)
+    # new rows as the seed: cls ~ N(0, 0.01), box ~ N(0, 0.001), biases 0
+    cls_new = grown_state["roi_heads.box_predictor.cls_score.weight"][4:]
+    assert cls_new.shape == (3, 32) and 0.003 < cls_new.std() < 0.03
+    assert torch.all(grown_state["roi_heads.box_predictor.bbox_pred.bias"][16:] == 0)
+    assert grown_state["roi_heads.box_predictor.bbox_pred.weight"][16:].abs().max() < 0.01
+    # whole-model outputs of old classes on an image are unchanged where boxes agree
+    image = [torch.rand(3, 64, 64)]
+    with torch.no_grad():
+        a, b = old.backbone(old.transform(image)[0].tensors), new.backbone(new.transform(image)[0].tensors)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_round_trip_is_weights_only(tmp_path):
+    model = build_model(SMALL, num_classes=3)
+    path = tmp_path / "m.pt"
+    save_checkpoint({"model": model.state_dict(), "category_ids": [4, 2], "config": {"model": SMALL}}, path)
+    loaded = load_checkpoint(path, required=("model", "category_ids"))
+    assert loaded["category_ids"] == [4, 2]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded["model"].items())
+    assert not list(tmp_path.glob(".*tmp"))

@@ -1,0 +1,135 @@
+"""End to end: the whole DAG on the embedded dataset with the tiny preset, through snakemake."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
+
+
+def _workflow_copy(root: Path, **config) -> Path:
+    for name in ("Snakefile", "workflow", "config", "profiles"):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    default.update(config)
+    (root / "test.yaml").write_text(yaml.safe_dump(default))
+    return root
+
+
+def _snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "test.yaml", *args]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = _workflow_copy(tmp_path_factory.mktemp("tiny"), preset="tiny")
+    result = _snakemake(root)
+    return root, result
+
+
+def test_whole_dag_writes_every_interface_file(tiny_run):
+    root, result = tiny_run
+    results = root / "results" / "demo"
+    assert "summary written to results/demo/summary.md" in result.stdout + result.stderr
+    for name in ("images", "annotations", "categories"):
+        assert (results / "data" / f"{name}.parquet").is_file()
+    split = pd.read_parquet(results / "split" / "categories.parquet")
+    assert list(split.columns) == [
+        "category_id",
+        "name",
+        "frequency",
+        "instance_count",
+        "image_count",
+        "rank",
+        "phase",
+    ]
+    assert split.groupby("phase").size().to_dict() == {0: 12, 1: 6, 2: 6}
+    assert (results / "split" / "phases.md").read_text().count("\n") == 5
+    for method in ("finetune", "lst"):
+        for phase in (1, 2):
+            folder = results / method / f"phase{phase}"
+            checkpoint = torch.load(folder / "model.pt", weights_only=True)
+            assert len(checkpoint["category_ids"]) == 12 + 6 * phase
+            assert checkpoint["category_ids"] == split.sort_values("rank")["category_id"].tolist()[: 12 + 6 * phase]
+            replay = pd.read_parquet(folder / "replay.parquet")
+            new = set(split.loc[split["phase"] == phase, "category_id"])
+            if method == "lst":  # balanced replay mixes old classes in
+                assert not set(replay["category_id"]) <= new
+            else:
+                assert set(replay["category_id"]) <= new
+            for name in ("metrics", "per_class", "detections"):
+                assert (folder / "eval" / f"{name}.parquet").is_file()
+    logits = pq.read_table(results / "lst" / "phase1" / "teacher_logits.parquet")
+    assert logits.schema.field("logits").type.list_size == 1 + 12
+    assert set(logits.column("flip").to_pylist()) == {False, True}
+    assert not (results / "finetune" / "phase1" / "teacher_logits.parquet").exists()
+
+
+def test_metrics_and_summary(tiny_run):
+    root, _ = tiny_run
+    results = root / "results" / "demo"
+    metrics = pd.read_parquet(results / "lst" / "phase2" / "eval" / "metrics.parquet")
+    assert list(metrics.columns) == ["iou_type", "metric", "value"]
+    for iou_type in ("segm", "bbox"):
+        names = set(metrics.loc[metrics["iou_type"] == iou_type, "metric"])
+        assert METRICS | {"AP_phase0", "AP_phase1", "AP_phase2"} <= names
+    summary = pd.read_parquet(results / "summary.parquet")
+    pairs = set(zip(summary["method"], summary["phase"], strict=True))
+    assert pairs == {("base", 0), ("finetune", 1), ("finetune", 2), ("lst", 1), ("lst", 2)}
+    table = (results / "summary.md").read_text()
+    assert "| finetune |" in table and "| lst |" in table
+
+
+def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
+    root, _ = tiny_run
+    assert "Nothing to be done" in _snakemake(root, "-n").stdout
+    dry = _snakemake(root, "-n", "--forcerun", "train_phase").stdout
+    assert "train_base" not in dry.split("Job stats")[1]
+    assert "train_phase" in dry
+
+
+def test_replay_indices_build_from_annotations_alone(tmp_path):
+    from lst.demo import DemoSpec, generate_demo
+
+    files = generate_demo(tmp_path / "data", DemoSpec(seed=1))
+    shutil.rmtree(files["image_root"])  # no pixels
+    dataset = {"name": "nopixels", "train_json": str(files["train_json"]), "val_json": str(files["val_json"]),
+               "image_root": str(tmp_path / "missing")}  # fmt: skip
+    root = _workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset)
+    _snakemake(root, "results/nopixels/lst/phase1/replay.parquet")
+    assert (root / "results/nopixels/lst/phase1/replay.parquet").is_file()
+    assert not list((root / "results").rglob("model.pt"))
+
+
+def test_config_is_validated(tmp_path):
+    root = _workflow_copy(tmp_path, prest="tiny")
+    result = _snakemake(root, "-n", check=False)
+    assert result.returncode != 0
+    assert "prest" in result.stdout + result.stderr
+
+
+def test_bad_json_fails_cleanly_with_no_output(tmp_path):
+    bad = tmp_path / "train.json"
+    bad.write_text(json.dumps({"images": [], "annotations": []}))
+    out = tmp_path / "data"
+    command = [sys.executable, "-m", "lst.steps.prepare_data", f"dataset.train_json={bad}", f"dataset.val_json={bad}",
+               f"paths.data_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"{bad}: not an LVIS-format file" in result.stdout + result.stderr
+    assert "categories" in result.stdout + result.stderr
+    assert not out.exists() or not list(out.iterdir())

@@ -1,0 +1,91 @@
+# Shared helpers of the rules: paths, the number of phases, and the Hydra command line of each step.
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
+
+RESULTS = f"results/{config['dataset']['name']}"
+# The interpreter of the rules: the one running snakemake (the venv), or the env's under --sdm conda.
+if "python" in config:
+    PYTHON = config["python"]
+elif DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    PYTHON = "python"
+else:
+    PYTHON = sys.executable
+# Jobs import lst from this checkout, whatever environment they run in.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
+)
+BASE = "base"  # the shared phase-0 model lives in results/<dataset>/base/phase0
+METHODS = {
+    # name: (replay old classes, distil the previous model's logits)
+    "finetune": (False, False),
+    "replay": (True, False),
+    "distill": (False, True),
+    "lst": (True, True),
+}
+
+
+wildcard_constraints:
+    method="[a-z_]+",
+    phase=r"\d+",
+
+
+def count_categories(train_json):
+    """Categories in the train json, for phase counts given as base + step only."""
+    import msgspec
+
+    class Categories(msgspec.Struct):
+        categories: list[msgspec.Raw]
+
+    return len(msgspec.json.decode(Path(train_json).read_bytes(), type=Categories).categories)
+
+
+def num_incremental_phases():
+    phases = config["phases"]
+    if "sizes" in phases:
+        return len(phases["sizes"]) - 1
+    if phases.get("num_incremental") is not None:
+        return phases["num_incremental"]
+    num = count_categories(config["dataset"]["train_json"])
+    return -(-(num - phases["base"]) // phases["step"])
+
+
+K = num_incremental_phases()
+
+
+def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
+    """Quoted Hydra overrides for a step: preset, dataset, phases, method, paths, the user's overrides."""
+    phases = config["phases"]
+    if "sizes" in phases:
+        phases = {"sizes": phases["sizes"]}
+    replay, distill = METHODS.get(method, (False, False))
+    args = [
+        f"preset={config['preset']}",
+        f"seed={config['seed']}",
+        f"threads={threads}",
+        f"phase={phase}",
+        f"method.name={method}",
+        f"method.replay={replay}",
+        f"method.distill={distill}",
+        f"hydra.run.dir={run_dir}",
+        f"hydra.output_subdir=.hydra/{step}",
+        f"hydra.job.name={step}",
+    ]
+    args += [f"dataset.{key}={value}" for key, value in config["dataset"].items()]
+    args += [f"phases.{key}={value}" for key, value in phases.items()]
+    for key, value in paths.items():
+        value = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
+        args.append(f"paths.{key}={value}")
+    args += config.get("overrides", {}).get("all", []) + config.get("overrides", {}).get(step, [])
+    return " ".join(shlex.quote(str(arg)) for arg in args)
+
+
+def model_path(method, phase):
+    return f"{RESULTS}/{BASE}/phase0/model.pt" if int(phase) == 0 else f"{RESULTS}/{method}/phase{phase}/model.pt"
+
+
+DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "categories.parquet")
+SPLIT = multiext(f"{RESULTS}/split/", "categories.parquet", "images.parquet", "phases.parquet", "phases.md")

@@ -1,0 +1,23 @@
+rule extract_logits:
+    input:
+        DATA,
+        SPLIT,
+        previous=lambda w: model_path(w.method, int(w.phase) - 1),
+    output:
+        f"{RESULTS}/{{method}}/phase{{phase}}/teacher_logits.parquet",
+    wildcard_constraints:
+        method="|".join(m for m, (_, distill) in METHODS.items() if distill),
+        phase="[1-9][0-9]*",
+    log:
+        f"{RESULTS}/logs/extract_logits/{{method}}_phase{{phase}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_logits/{{method}}_phase{{phase}}.tsv"
+    threads: config["threads"]
+    params:
+        args=lambda w, input, output, threads: hydra_args(
+            "extract_logits", f"{RESULTS}/{w.method}/phase{w.phase}", threads, w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
+            teacher_logits=output[0],
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.extract_logits {params.args} > {log:q} 2>&1"

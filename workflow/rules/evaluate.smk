@@ -1,0 +1,20 @@
+rule evaluate:
+    input:
+        DATA,
+        SPLIT,
+        model=f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
+    output:
+        multiext(f"{RESULTS}/{{method}}/phase{{phase}}/eval/", "metrics.parquet", "per_class.parquet", "detections.parquet"),
+    log:
+        f"{RESULTS}/logs/evaluate/{{method}}_phase{{phase}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{method}}_phase{{phase}}.tsv"
+    threads: config["threads"]
+    params:
+        args=lambda w, input, threads: hydra_args(
+            "evaluate", f"{RESULTS}/{w.method}/phase{w.phase}/eval", threads, w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", model=input.model,
+            out_dir=f"{RESULTS}/{w.method}/phase{w.phase}/eval",
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.evaluate {params.args} > {log:q} 2>&1"

@@ -1,0 +1,20 @@
+EVALUATIONS = [f"{RESULTS}/{BASE}/phase0/eval/metrics.parquet"] + [
+    f"{RESULTS}/{method}/phase{k}/eval/metrics.parquet" for method in config["methods"] for k in range(1, K + 1)
+]
+
+
+rule report:
+    input:
+        EVALUATIONS,
+    output:
+        f"{RESULTS}/summary.parquet",
+        f"{RESULTS}/summary.md",
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    params:
+        args=hydra_args("report", f"{RESULTS}/report", out_dir=RESULTS, metrics=EVALUATIONS),
+    shell:
+        "{PYTHON:q} -m lst.steps.report {params.args} > {log:q} 2>&1"
+        " && echo 'lst: summary written to {output[1]}'"

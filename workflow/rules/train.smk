@@ -1,0 +1,59 @@
+INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
+
+
+rule train_base:
+    input:
+        DATA,
+        SPLIT,
+        init=INIT or [],
+    output:
+        f"{RESULTS}/{BASE}/phase0/model.pt",
+    log:
+        f"{RESULTS}/logs/train_base.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_base.tsv"
+    threads: config["threads"]
+    params:
+        args=lambda w, output, threads: hydra_args(
+            "train_base", f"{RESULTS}/{BASE}/phase0", threads, BASE, 0,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
+            model=output[0], work_dir=f"{RESULTS}/{BASE}/phase0/train",
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.train_base {params.args} > {log:q} 2>&1"
+
+
+def train_phase_inputs(w):
+    inputs = {
+        "previous": model_path(w.method, int(w.phase) - 1),
+        "replay": f"{RESULTS}/{w.method}/phase{w.phase}/replay.parquet",
+    }
+    if METHODS[w.method][1]:
+        inputs["teacher_logits"] = f"{RESULTS}/{w.method}/phase{w.phase}/teacher_logits.parquet"
+    return inputs
+
+
+rule train_phase:
+    input:
+        DATA,
+        SPLIT,
+        unpack(train_phase_inputs),
+    output:
+        f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
+    wildcard_constraints:
+        method="|".join(METHODS),
+        phase="[1-9][0-9]*",
+    log:
+        f"{RESULTS}/logs/train_phase/{{method}}_phase{{phase}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_phase/{{method}}_phase{{phase}}.tsv"
+    threads: config["threads"]
+    params:
+        args=lambda w, input, output, threads: hydra_args(
+            "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", threads, w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
+            replay=input.replay, teacher_logits=input.get("teacher_logits", "null"), model=output[0],
+            work_dir=f"{RESULTS}/{w.method}/phase{w.phase}/train",
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.train_phase {params.args} > {log:q} 2>&1"

@@ -1,0 +1,15 @@
+rule trim_weights:
+    input:
+        config["weights"] or [],
+    output:
+        f"{RESULTS}/weights/init.pt",
+    log:
+        f"{RESULTS}/logs/trim_weights.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/trim_weights.tsv"
+    params:
+        args=lambda w, input, output: hydra_args(
+            "trim_weights", f"{RESULTS}/weights", source_weights=input[0], init=output[0]
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.trim_weights {params.args} > {log:q} 2>&1"
