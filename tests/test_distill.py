@@ -10,7 +10,7 @@ from lst.tables import logits_schema
 def _table(rows):
     schema = logits_schema(3)
     return pa.Table.from_pylist(
-        [{"image_id": i, "annotation_id": a, "flip": f, "logits": v} for i, a, f, v in rows], schema=schema
+        [{"image_id": i, "flip": f, "annotation_id": a, "logits": v} for i, f, a, v in rows], schema=schema
     )
 
 
@@ -32,7 +32,7 @@ def test_loss_matches_hand_computation():
          "annotation_ids": torch.tensor([200, 201])},
     ]  # fmt: skip
     loss = DistillationLoss(_table([(*k, v) for k, v in teacher.items()]), weight=2.0)(model, images, targets)
-    student = torch.cat(box_cosines(model, images, boxes))
+    student = torch.cat(box_cosines(model, images, boxes)).detach()
     expected = 0.0
     for row, value in zip(student, teacher.values(), strict=True):
         expected += sum((float(row[c]) - value[c]) ** 2 for c in (1, 2))  # background dropped, new class ignored

@@ -10,7 +10,7 @@ def test_reads_images_annotations_categories(tmp_path, make_lvis_file):
     assert tables.images["image_id"].tolist() == [1, 2]
     # v0.5 / demo use file_name, v1 only coco_url: resolved to <split>2017/<name>
     assert tables.images["file_name"].tolist() == ["a.png", "train2017/b.jpg"]
-    assert tables.images["neg_category_ids"].iloc[0].tolist() == [3]
+    assert list(tables.images["neg_category_ids"].iloc[0]) == [3]
     assert tables.annotations["annotation_id"].tolist() == [10, 11]
     assert json.loads(tables.annotations["segmentation"].iloc[0]) == [[1, 1, 5, 1, 5, 5, 1, 5]]
     assert tables.categories["category_id"].tolist() == [1, 2, 3]

@@ -64,3 +64,51 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
     assert loaded["category_ids"] == [4, 2]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded["model"].items())
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_restrict_positives_on_constructed_labels():
+    from lst.model import restrict_positives
+
+    labels = torch.tensor([0, 3, 5, 3, -1, 0, 7])
+    # target 3: RoIs of classes 5 and 7 leave the box loss, background and ignored stay
+    assert restrict_positives(labels, 3).tolist() == [0, 3, -1, 3, -1, 0, -1]
+    # no RoI matched the target: every positive is kept (fallback)
+    assert restrict_positives(labels, 4).tolist() == labels.tolist()
+    # no target class (base / joint samples)
+    assert restrict_positives(labels, 0).tolist() == labels.tolist()
+
+
+def test_roi_sampling_keeps_only_target_class_positives():
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=4)
+    boxes = torch.tensor([[0.0, 0, 20, 20], [30, 30, 60, 60], [5, 35, 25, 60]])
+    proposals = [torch.cat([boxes + d for d in (0.0, 0.5, 1.0)])]
+    target = {"boxes": boxes, "labels": torch.tensor([1, 2, 2]), "masks": torch.zeros(3, 64, 64, dtype=torch.uint8)}
+    _, _, labels, _ = model.roi_heads.select_training_samples(
+        [p.clone() for p in proposals], [dict(target, target_label=torch.tensor(2))]
+    )
+    assert set(labels[0].tolist()) <= {0, 2} and 2 in labels[0].tolist()
+    _, _, labels, _ = model.roi_heads.select_training_samples([p.clone() for p in proposals], [target])
+    assert {1, 2} <= set(labels[0].tolist())
+
+
+def test_mask_weight_transfer_follows_classifier_rows_and_survives_growth():
+    torch.manual_seed(0)
+    cfg = dict(SMALL, mask_weight_transfer=True, mask_mlp=True)
+    old = build_model(cfg, num_classes=4).eval()
+    predictor = old.roi_heads.mask_predictor
+    features = torch.randn(3, 8, 14, 14)
+    logits = predictor(features)
+    assert logits.shape == (3, 4, 28, 28)
+    # by hand: 1x1 filters from the transfer MLP of the cls rows, plus the class-agnostic MLP
+    x = torch.relu(predictor.conv5_mask(features))
+    filters = predictor.transfer(old.roi_heads.box_predictor.cls_score.weight)
+    expected = (x[:, None] * filters[None, :, :, None, None]).sum(2) + predictor.mlp(x.flatten(1)).view(3, 1, 28, 28)
+    torch.testing.assert_close(logits, expected)
+    assert "roi_heads.mask_predictor.mask_fcn_logits.weight" not in old.state_dict()
+    new = build_model(cfg, num_classes=6).eval()
+    new.load_state_dict(grow_classifier(old.state_dict(), 6, torch.Generator().manual_seed(0)))
+    assert torch.equal(new.roi_heads.mask_predictor(features)[:, :4], logits)
+    # the mask loss does not reach the classifier rows
+    new.roi_heads.mask_predictor(features).sum().backward()
+    assert new.roi_heads.box_predictor.cls_score.weight.grad is None

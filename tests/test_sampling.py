@@ -105,3 +105,16 @@ def test_uniform_stream_visits_every_image_each_epoch():
     assert len(stream) == 20
     assert sorted(stream[stream["epoch"] == 0]["image_id"]) == list(range(10))
     assert 0 < stream["flip"].mean() < 1
+
+
+def test_repeat_factors_by_hand():
+    from lst.sampling import repeat_factor_stream, repeat_factors
+
+    # class 1 in all four images (f = 1), class 2 in image 10 only (f = 0.25)
+    pairs = pd.DataFrame({"image_id": [10, 11, 12, 13, 10], "category_id": [1, 1, 1, 1, 2]})
+    factors = repeat_factors(pairs, threshold=1.0)
+    assert factors.to_dict() == {10: 2.0, 11: 1.0, 12: 1.0, 13: 1.0}  # r_2 = sqrt(1 / 0.25)
+    stream = repeat_factor_stream(factors, iterations=5, batch_size=1)
+    assert sorted(stream["image_id"]) == [10, 10, 11, 12, 13]
+    fractional = repeat_factors(pairs, threshold=0.5)[10]
+    assert fractional == pytest.approx(2**0.5)

@@ -17,6 +17,7 @@ METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
 
 
 def _workflow_copy(root: Path, **config) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "profiles"):
         source = REPO / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
@@ -27,7 +28,7 @@ def _workflow_copy(root: Path, **config) -> Path:
 
 
 def _snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "test.yaml", *args]
+    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "test.yaml"]
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if check and result.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
@@ -36,7 +37,7 @@ def _snakemake(root: Path, *args: str, check: bool = True) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = _workflow_copy(tmp_path_factory.mktemp("tiny"), preset="tiny")
+    root = _workflow_copy(tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "joint_rfs"])
     result = _snakemake(root)
     return root, result
 
@@ -77,6 +78,10 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     assert logits.schema.field("logits").type.list_size == 1 + 12
     assert set(logits.column("flip").to_pylist()) == {False, True}
     assert not (results / "finetune" / "phase1" / "teacher_logits.parquet").exists()
+    # the joint baseline learns every class at once, with no incremental phases
+    joint = torch.load(results / "joint_rfs" / "phase2" / "model.pt", weights_only=True)
+    assert joint["category_ids"] == split.sort_values("rank")["category_id"].tolist()
+    assert not (results / "joint_rfs" / "phase1").exists()
 
 
 def test_metrics_and_summary(tiny_run):
@@ -89,9 +94,9 @@ def test_metrics_and_summary(tiny_run):
         assert METRICS | {"AP_phase0", "AP_phase1", "AP_phase2"} <= names
     summary = pd.read_parquet(results / "summary.parquet")
     pairs = set(zip(summary["method"], summary["phase"], strict=True))
-    assert pairs == {("base", 0), ("finetune", 1), ("finetune", 2), ("lst", 1), ("lst", 2)}
+    assert pairs == {("base", 0), ("finetune", 1), ("finetune", 2), ("lst", 1), ("lst", 2), ("joint_rfs", 2)}
     table = (results / "summary.md").read_text()
-    assert "| finetune |" in table and "| lst |" in table
+    assert "| finetune |" in table and "| lst |" in table and "| joint_rfs |" in table
 
 
 def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):

@@ -56,9 +56,10 @@ class DetectionData:
         self.category_ids = categories["category_id"].to_numpy(np.int64)
         self.label_of = {int(c): i + 1 for i, c in enumerate(self.category_ids)}
         self.images = images.set_index("image_id", drop=False)
-        known = annotations[annotations["category_id"].isin(self.label_of)]
-        known = known.sort_values("annotation_id", kind="stable")
-        self._annotations = {int(i): group for i, group in known.groupby("image_id", sort=False)}
+        known = annotations["category_id"].isin(self.label_of) & annotations["image_id"].isin(self.images.index)
+        # the annotations this data serves: seen classes, on its images
+        self.annotations = annotations[known].sort_values("annotation_id", kind="stable").reset_index(drop=True)
+        self._annotations = {int(i): group for i, group in self.annotations.groupby("image_id", sort=False)}
 
     def image_ids(self) -> np.ndarray:
         return self.images["image_id"].to_numpy(np.int64)

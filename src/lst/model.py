@@ -18,6 +18,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -55,6 +56,38 @@ class CosineBoxPredictor(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.flatten(start_dim=1)
         return self.scale * self.cosine(x), self.bbox_pred(x)
+
+
+class MaskWeightTransferPredictor(nn.Module):
+    """Mask^X R-CNN's weight transfer: each class's 1x1 mask filter is predicted from its box classifier
+    row, w_seg = LeakyReLU(Linear(LeakyReLU(Linear(w_det)))), so new classes get masks from their
+    classifier rows alone; optionally plus a class-agnostic MLP on the 28x28 mask features, added to
+    every class's logits. The classifier rows are detached: the mask loss does not move the classifier.
+    """
+
+    def __init__(
+        self, in_channels: int, dim_reduced: int, box_predictor: CosineBoxPredictor, mlp: bool, resolution: int = 28
+    ):
+        super().__init__()
+        embedding = box_predictor.cls_score.weight.shape[1]
+        self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
+        nn.init.kaiming_normal_(self.conv5_mask.weight, mode="fan_out", nonlinearity="relu")
+        self.transfer = nn.Sequential(
+            nn.Linear(embedding, embedding),
+            nn.LeakyReLU(),
+            nn.Linear(embedding, dim_reduced),
+            nn.LeakyReLU(),
+        )
+        self.mlp = nn.Linear(dim_reduced * resolution * resolution, resolution * resolution) if mlp else None
+        self._box_predictor = [box_predictor]  # a reference, not a second registration of its parameters
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv5_mask(x))
+        filters = self.transfer(self._box_predictor[0].cls_score.weight.detach())
+        logits = torch.einsum("nchw,kc->nkhw", x, filters)
+        if self.mlp is not None:
+            logits = logits + self.mlp(x.flatten(start_dim=1)).view(x.shape[0], 1, *x.shape[2:])
+        return logits
 
 
 def _conv_bn(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
@@ -122,6 +155,11 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
     aspect_ratios = (tuple(float(r) for r in cfg["aspect_ratios"]),) * len(anchor_sizes)
     representation = cfg["representation_size"]
     mask_channels = cfg["mask_head_channels"]
+    box_predictor = CosineBoxPredictor(representation, num_classes, cfg["cosine_scale"], cfg["learn_scale"])
+    if cfg.get("mask_weight_transfer", False):
+        mask_predictor = MaskWeightTransferPredictor(mask_channels, mask_channels, box_predictor, cfg["mask_mlp"])
+    else:
+        mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
     model = MaskRCNN(
         backbone,
         num_classes=None,
@@ -137,7 +175,7 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
         rpn_batch_size_per_image=cfg["rpn_batch_size_per_image"],
         box_roi_pool=MultiScaleRoIAlign(levels, 7, sampling_ratio=cfg["sampling_ratio"]),
         box_head=BoxHead(channels * 7 * 7, representation),
-        box_predictor=CosineBoxPredictor(representation, num_classes, cfg["cosine_scale"], cfg["learn_scale"]),
+        box_predictor=box_predictor,
         box_score_thresh=cfg["box_score_thresh"],
         box_nms_thresh=cfg["box_nms_thresh"],
         box_detections_per_img=cfg["box_detections_per_img"],
@@ -145,8 +183,10 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
         box_positive_fraction=cfg["box_positive_fraction"],
         mask_roi_pool=MultiScaleRoIAlign(levels, 14, sampling_ratio=cfg["sampling_ratio"]),
         mask_head=MaskRCNNHeads(channels, [mask_channels] * 4, 1),
-        mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
+        mask_predictor=mask_predictor,
     )
+    # same module and state, plus target-class sampling for (image, target class) samples
+    model.roi_heads.__class__ = TargetClassRoIHeads
     return model
 
 
@@ -181,7 +221,42 @@ def grow_classifier(
     extend(BOX_PREDICTOR + "cls_score.weight", extra, 0.01)
     extend(BOX_PREDICTOR + "bbox_pred.weight", 4 * extra, 0.001)
     extend(BOX_PREDICTOR + "bbox_pred.bias", 4 * extra, None)
-    # Kaiming normal, fan-out mode, of a 1x1 conv with num_classes output channels
-    extend(MASK_LOGITS + "weight", extra, (2.0 / num_classes) ** 0.5)
-    extend(MASK_LOGITS + "bias", extra, None)
+    if MASK_LOGITS + "weight" in state_dict:  # absent with mask weight transfer: masks follow the cls rows
+        # Kaiming normal, fan-out mode, of a 1x1 conv with num_classes output channels
+        extend(MASK_LOGITS + "weight", extra, (2.0 / num_classes) ** 0.5)
+        extend(MASK_LOGITS + "bias", extra, None)
     return grown
+
+
+def restrict_positives(labels: torch.Tensor, target_label: int) -> torch.Tensor:
+    """LST's target-class sampling for one image's RoI labels (-1 ignored, 0 background, >0 class).
+
+    Positives are only the RoIs matched to ``target_label``; RoIs matched to other classes are left out
+    (-1) of the box loss. If no RoI matches the target, every positive is kept (the seed's fallback).
+    ``target_label`` 0 means the sample has no target class.
+    """
+    if target_label <= 0:
+        return labels
+    on_target = labels == target_label
+    if not on_target.any():
+        return labels
+    return torch.where((labels > 0) & ~on_target, torch.full_like(labels, -1), labels)
+
+
+class TargetClassRoIHeads(RoIHeads):
+    """torchvision's RoI heads, with positives restricted to each sample's target class when training."""
+
+    _target_labels: list[int] | None = None
+
+    def select_training_samples(self, proposals, targets):  # noqa: ANN001 - torchvision's signature
+        self._target_labels = [int(t.get("target_label", 0)) for t in targets]
+        try:
+            return super().select_training_samples(proposals, targets)
+        finally:
+            self._target_labels = None
+
+    def assign_targets_to_proposals(self, proposals, gt_boxes, gt_labels):  # noqa: ANN001
+        matched_idxs, labels = super().assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
+        if self._target_labels is not None:
+            labels = [restrict_positives(lab, t) for lab, t in zip(labels, self._target_labels, strict=True)]
+        return matched_idxs, labels

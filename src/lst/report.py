@@ -42,7 +42,7 @@ def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
 
     last = max(phases)
     phase_columns = [f"AP_phase{j}" for j in range(last + 1)]
-    columns = ["AP", "APr", "APc", "APf", *phase_columns]
+    columns = ["AP", "APr", "APc", "APf", *phase_columns, "AP<10"]
     lines += [
         "",
         f"## After the last phase (phase {last}), mask AP; AP_phase<j>: AP of phase j's classes",

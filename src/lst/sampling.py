@@ -150,16 +150,37 @@ def uniform_stream(
     image_ids = np.sort(np.asarray(image_ids, dtype=np.int64))
     if len(image_ids) == 0:
         raise ValueError("no training images")
+    factors = pd.Series(1.0, index=image_ids)
+    return repeat_factor_stream(factors, iterations, batch_size, world_size, seed, flip_prob)
+
+
+def repeat_factors(image_classes: pd.DataFrame, threshold: float = 0.001) -> pd.Series:
+    """detectron2's repeat-factor sampling: r_c = max(1, sqrt(t / f_c)), f_c the fraction of training
+    images holding class c; an image repeats max over its classes. ``image_classes``: image_id, category_id."""
+    pairs = image_classes[["image_id", "category_id"]].drop_duplicates()
+    num_images = pairs["image_id"].nunique()
+    fraction = pairs.groupby("category_id")["image_id"].nunique() / num_images
+    class_factor = np.maximum(1.0, np.sqrt(threshold / fraction))
+    return pairs["category_id"].map(class_factor).groupby(pairs["image_id"]).max()
+
+
+def repeat_factor_stream(
+    factors: pd.Series,
+    iterations: int,
+    batch_size: int,
+    world_size: int = 1,
+    seed: int = 0,
+    flip_prob: float = 0.5,
+) -> pd.DataFrame:
+    """Each epoch repeats image i floor(r_i) times plus once more with probability frac(r_i), shuffled."""
+    image_ids = factors.index.to_numpy(np.int64)
+    whole, fraction = np.divmod(factors.to_numpy(np.float64), 1.0)
     num_samples = iterations * batch_size * world_size
-    epochs = []
-    for epoch in range(-(-num_samples // len(image_ids))):
-        epochs.append(
-            pd.DataFrame(
-                {
-                    "image_id": _rng(seed, epoch, 5).permutation(image_ids),
-                    "category_id": NO_TARGET,
-                    "epoch": epoch,
-                }
-            )
-        )
+    epochs, total, epoch = [], 0, 0
+    while total < num_samples:
+        rng = _rng(seed, epoch, 6)
+        repeats = whole.astype(np.int64) + (rng.random(len(fraction)) < fraction)
+        ids = rng.permutation(np.repeat(image_ids, repeats))
+        epochs.append(pd.DataFrame({"image_id": ids, "category_id": NO_TARGET, "epoch": epoch}))
+        total, epoch = total + len(ids), epoch + 1
     return _finish(epochs, num_samples, seed, flip_prob, batch_size, world_size)

@@ -20,11 +20,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 BASE = "base"  # the shared phase-0 model lives in results/<dataset>/base/phase0
 METHODS = {
-    # name: (replay old classes, distil the previous model's logits)
+    # incremental methods: (replay old classes, distil the previous model's logits)
     "finetune": (False, False),
     "replay": (True, False),
     "distill": (False, True),
     "lst": (True, True),
+}
+JOINT = {
+    # non-incremental baselines, trained on every class at once: repeat-factor threshold or None
+    "joint": None,
+    "joint_rfs": 0.001,
 }
 
 
@@ -70,6 +75,7 @@ def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
         f"method.name={method}",
         f"method.replay={replay}",
         f"method.distill={distill}",
+        f"method.rfs_threshold={JOINT.get(method) or 'null'}",
         f"hydra.run.dir={run_dir}",
         f"hydra.output_subdir=.hydra/{step}",
         f"hydra.job.name={step}",

@@ -1,5 +1,7 @@
 EVALUATIONS = [f"{RESULTS}/{BASE}/phase0/eval/metrics.parquet"] + [
-    f"{RESULTS}/{method}/phase{k}/eval/metrics.parquet" for method in config["methods"] for k in range(1, K + 1)
+    f"{RESULTS}/{method}/phase{k}/eval/metrics.parquet"
+    for method in config["methods"]
+    for k in ([K] if method in JOINT else range(1, K + 1))
 ]
 
 

@@ -23,6 +23,30 @@ rule train_base:
         "{PYTHON:q} -m lst.steps.train_base {params.args} > {log:q} 2>&1"
 
 
+rule train_joint:
+    input:
+        DATA,
+        SPLIT,
+        init=INIT or [],
+    output:
+        f"{RESULTS}/{{method}}/phase{K}/model.pt",
+    wildcard_constraints:
+        method="|".join(JOINT),
+    log:
+        f"{RESULTS}/logs/train_joint/{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_joint/{{method}}.tsv"
+    threads: config["threads"]
+    params:
+        args=lambda w, output, threads: hydra_args(
+            "train_base", f"{RESULTS}/{w.method}/phase{K}", threads, w.method, K,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
+            model=output[0], work_dir=f"{RESULTS}/{w.method}/phase{K}/train",
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.train_base {params.args} > {log:q} 2>&1"
+
+
 def train_phase_inputs(w):
     inputs = {
         "previous": model_path(w.method, int(w.phase) - 1),

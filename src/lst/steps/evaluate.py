@@ -19,6 +19,9 @@ from lst.steps import require, step
 
 log = logging.getLogger(__name__)
 
+# AP by training-instance count, the paper's "< 10 instances" claim among them
+INSTANCE_BINS = (("AP<10", 0, 10), ("AP10-100", 10, 100), ("AP100-1000", 100, 1000), ("AP>=1000", 1000, float("inf")))
+
 
 @step
 def main(cfg: dict[str, Any]) -> None:
@@ -48,6 +51,9 @@ def main(cfg: dict[str, Any]) -> None:
         values = dict(result.metrics)
         for j in range(phase + 1):
             values[f"AP_phase{j}"] = mean_ap(result.per_class, seen.loc[seen["phase"] == j, "category_id"])
+        for name, low, high in INSTANCE_BINS:
+            in_bin = seen["instance_count"].between(low, high, inclusive="left")
+            values[name] = mean_ap(result.per_class, seen.loc[in_bin, "category_id"])
         metrics += [{"iou_type": iou_type, "metric": k, "value": float(v)} for k, v in values.items()]
         classes = seen.merge(result.per_class[["category_id", "num_gt", "ap"]], on="category_id")
         per_class.append(classes.assign(iou_type=iou_type))

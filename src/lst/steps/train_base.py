@@ -1,4 +1,9 @@
-"""Train the base phase: Mask R-CNN with a cosine classifier on the head classes."""
+"""Train from initial weights: the base phase (phase 0), or a joint baseline on every class at once.
+
+``phase`` says which classes: 0 for the base model, the last phase for ``joint`` / ``joint_rfs``
+(all classes, the non-incremental baseline); ``method.rfs_threshold`` switches the uniform image
+sampler to detectron2's repeat-factor sampling.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from lst.engine import train
 from lst.io import file_digest
 from lst.model import build_model
 from lst.phase_data import phase_data
-from lst.sampling import uniform_stream
+from lst.sampling import repeat_factor_stream, repeat_factors, uniform_stream
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -25,8 +30,9 @@ def main(cfg: dict[str, Any]) -> None:
     data_dir, split_dir, image_root, model_path, work_dir = require(
         cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.model", "paths.work_dir"
     )
-    train_cfg, model_cfg, seed = cfg["train_base"], dict(cfg["model"]), cfg["seed"]
-    data = phase_data(data_dir, split_dir, 0, "train", image_root)
+    train_cfg, model_cfg, seed, phase = cfg["train_base"], dict(cfg["model"]), cfg["seed"], cfg["phase"]
+    method = cfg["method"]
+    data = phase_data(data_dir, split_dir, phase, "train", image_root)
     meta: dict[str, Any] = {}
     init = None
     if cfg["paths"]["init"]:
@@ -42,15 +48,18 @@ def main(cfg: dict[str, Any]) -> None:
         load_trimmed_into(model, init["model"])
         log.info("initialised from %s", cfg["paths"]["init"])
     else:
-        log.info("no COCO checkpoint configured: the base model trains from scratch")
-    stream = uniform_stream(
-        data.image_ids(),
-        train_cfg["iterations"],
-        train_cfg["batch_size"],
-        seed=seed,
-        flip_prob=train_cfg["flip_prob"],
-    )
-    log.info("base phase: %d classes, %d training images", len(data.category_ids), len(data.image_ids()))
+        log.info("no COCO checkpoint configured: the model trains from scratch")
+    budget = (train_cfg["iterations"], train_cfg["batch_size"])
+    if method.get("rfs_threshold"):
+        factors = repeat_factors(data.annotations, method["rfs_threshold"])
+        log.info("repeat-factor sampling: %.2f images per epoch per image on average", factors.mean())
+        stream = repeat_factor_stream(factors, *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
+    else:
+        stream = uniform_stream(data.image_ids(), *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
+    log.info(
+        "%s (phases 0..%d): %d classes, %d training images",
+        method["name"], phase, len(data.category_ids), len(data.image_ids()),
+    )  # fmt: skip
     checkpoint = train(
         model,
         SampleStream(data, stream),
@@ -58,7 +67,7 @@ def main(cfg: dict[str, Any]) -> None:
         work_dir,
         checkpoint_fields={
             "category_ids": data.category_ids.tolist(),
-            "config": {"model": model_cfg, "train": train_cfg, "method": "base", "phase": 0},
+            "config": {"model": model_cfg, "train": train_cfg, "method": method["name"], "phase": phase},
             "meta": meta,
             "fingerprint": file_digest(cfg["paths"]["init"]),
         },
