@@ -37,7 +37,9 @@ def _snakemake(root: Path, *args: str, check: bool = True) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = _workflow_copy(tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "joint_rfs"])
+    root = _workflow_copy(
+        tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "lst_meta", "joint_rfs"]
+    )
     result = _snakemake(root)
     return root, result
 
@@ -82,6 +84,12 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     joint = torch.load(results / "joint_rfs" / "phase2" / "model.pt", weights_only=True)
     assert joint["category_ids"] == split.sort_values("rank")["category_id"].tolist()
     assert not (results / "joint_rfs" / "phase1").exists()
+    # lst_meta: the new rows come from the meta-module trained on the base classes
+    assert (results / "base" / "phase0" / "meta.pt").is_file()
+    assert (
+        "generated the rows of 6 new classes"
+        in (root / "results/demo/logs/train_phase/lst_meta_phase1.log").read_text()
+    )
 
 
 def test_metrics_and_summary(tiny_run):
@@ -94,7 +102,8 @@ def test_metrics_and_summary(tiny_run):
         assert METRICS | {"AP_phase0", "AP_phase1", "AP_phase2"} <= names
     summary = pd.read_parquet(results / "summary.parquet")
     pairs = set(zip(summary["method"], summary["phase"], strict=True))
-    assert pairs == {("base", 0), ("finetune", 1), ("finetune", 2), ("lst", 1), ("lst", 2), ("joint_rfs", 2)}
+    incremental = {(m, k) for m in ("finetune", "lst", "lst_meta") for k in (1, 2)}
+    assert pairs == {("base", 0), ("joint_rfs", 2)} | incremental
     table = (results / "summary.md").read_text()
     assert "| finetune |" in table and "| lst |" in table and "| joint_rfs |" in table
 
@@ -138,3 +147,16 @@ def test_bad_json_fails_cleanly_with_no_output(tmp_path):
     assert f"{bad}: not an LVIS-format file" in result.stdout + result.stderr
     assert "categories" in result.stdout + result.stderr
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_configured_checkpoint_is_trimmed_before_base_training(tmp_path):
+    weights = tmp_path / "coco.pth"
+    weights.write_bytes(b"")  # a dry run only needs the file to exist
+    root = _workflow_copy(tmp_path / "wf", preset="tiny", weights=str(weights))
+    dry = _snakemake(root, "-n", "results/demo/base/phase0/model.pt").stdout
+    stats = dry.split("Job stats")[1]
+    assert "trim_weights" in stats and "train_base" in stats
+    assert (
+        "paths.init=results/demo/weights/init.pt"
+        in _snakemake(root, "-n", "-p", "results/demo/base/phase0/model.pt").stdout
+    )

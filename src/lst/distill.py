@@ -16,18 +16,21 @@ from lst.tables import logits_schema
 log = logging.getLogger(__name__)
 
 
-def box_cosines(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Cosine scores (no scale) of each given box over background + the model's classes, per image.
-
-    ``boxes`` are xyxy in the images' own pixels; they are resized with the images, as in training.
-    """
+def box_features(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """fc7 features of the given boxes (xyxy in the images' own pixels), resized with the images as in training."""
     targets = [{"boxes": b} for b in boxes]
     image_list, targets = model.transform(images, targets)
     features = model.backbone(image_list.tensors)
     resized = [t["boxes"] for t in targets]
     pooled = model.roi_heads.box_roi_pool(features, resized, image_list.image_sizes)
-    cosines = model.roi_heads.box_predictor.cosine(model.roi_heads.box_head(pooled))
-    return list(cosines.split([len(b) for b in resized]))
+    return list(model.roi_heads.box_head(pooled).split([len(b) for b in resized]))
+
+
+def box_cosines(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Cosine scores (no scale) of each given box over background + the model's classes, per image."""
+    features = box_features(model, images, boxes)
+    cosines = model.roi_heads.box_predictor.cosine(torch.cat(features))
+    return list(cosines.split([len(f) for f in features]))
 
 
 @torch.inference_mode()

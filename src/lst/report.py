@@ -37,7 +37,9 @@ def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
     ]
     for method in methods or [BASE]:
         rows = segm[(segm["method"] == method) & (segm["metric"] == "AP")].set_index("phase")["value"]
-        cells = [_percent(rows.get(p, base.get("AP", -1) if p == 0 else -1)) for p in phases]
+        # incremental methods start from the shared base model; joint baselines have only their own phase
+        start = base.get("AP", -1) if 1 in rows.index else -1
+        cells = [_percent(rows.get(p, start if p == 0 else -1)) for p in phases]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
 
     last = max(phases)

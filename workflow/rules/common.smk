@@ -20,11 +20,12 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 BASE = "base"  # the shared phase-0 model lives in results/<dataset>/base/phase0
 METHODS = {
-    # incremental methods: (replay old classes, distil the previous model's logits)
-    "finetune": (False, False),
-    "replay": (True, False),
-    "distill": (False, True),
-    "lst": (True, True),
+    # incremental methods: what each adds to fine-tuning on the new classes
+    "finetune": {"replay": False, "distill": False, "meta": False},
+    "replay": {"replay": True, "distill": False, "meta": False},
+    "distill": {"replay": False, "distill": True, "meta": False},
+    "lst": {"replay": True, "distill": True, "meta": False},
+    "lst_meta": {"replay": True, "distill": True, "meta": True},
 }
 JOINT = {
     # non-incremental baselines, trained on every class at once: repeat-factor threshold or None
@@ -66,15 +67,16 @@ def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
     phases = config["phases"]
     if "sizes" in phases:
         phases = {"sizes": phases["sizes"]}
-    replay, distill = METHODS.get(method, (False, False))
+    flags = METHODS.get(method, {"replay": False, "distill": False, "meta": False})
     args = [
         f"preset={config['preset']}",
         f"seed={config['seed']}",
         f"threads={threads}",
         f"phase={phase}",
         f"method.name={method}",
-        f"method.replay={replay}",
-        f"method.distill={distill}",
+        f"method.replay={flags['replay']}",
+        f"method.distill={flags['distill']}",
+        f"method.meta={flags['meta']}",
         f"method.rfs_threshold={JOINT.get(method) or 'null'}",
         f"hydra.run.dir={run_dir}",
         f"hydra.output_subdir=.hydra/{step}",

@@ -6,7 +6,7 @@ rule extract_logits:
     output:
         f"{RESULTS}/{{method}}/phase{{phase}}/teacher_logits.parquet",
     wildcard_constraints:
-        method="|".join(m for m, (_, distill) in METHODS.items() if distill),
+        method="|".join(m for m, flags in METHODS.items() if flags["distill"]),
         phase="[1-9][0-9]*",
     log:
         f"{RESULTS}/logs/extract_logits/{{method}}_phase{{phase}}.log",

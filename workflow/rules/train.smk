@@ -23,6 +23,27 @@ rule train_base:
         "{PYTHON:q} -m lst.steps.train_base {params.args} > {log:q} 2>&1"
 
 
+rule train_meta:
+    input:
+        DATA,
+        SPLIT,
+        previous=f"{RESULTS}/{BASE}/phase0/model.pt",
+    output:
+        f"{RESULTS}/{BASE}/phase0/meta.pt",
+    log:
+        f"{RESULTS}/logs/train_meta.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_meta.tsv"
+    threads: config["threads"]
+    params:
+        args=lambda w, input, output, threads: hydra_args(
+            "train_meta", f"{RESULTS}/{BASE}/phase0", threads,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous, model=output[0],
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.train_meta {params.args} > {log:q} 2>&1"
+
+
 rule train_joint:
     input:
         DATA,
@@ -52,8 +73,10 @@ def train_phase_inputs(w):
         "previous": model_path(w.method, int(w.phase) - 1),
         "replay": f"{RESULTS}/{w.method}/phase{w.phase}/replay.parquet",
     }
-    if METHODS[w.method][1]:
+    if METHODS[w.method]["distill"]:
         inputs["teacher_logits"] = f"{RESULTS}/{w.method}/phase{w.phase}/teacher_logits.parquet"
+    if METHODS[w.method]["meta"]:
+        inputs["meta"] = f"{RESULTS}/{BASE}/phase0/meta.pt"
     return inputs
 
 
@@ -76,7 +99,8 @@ rule train_phase:
         args=lambda w, input, output, threads: hydra_args(
             "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", threads, w.method, w.phase,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
-            replay=input.replay, teacher_logits=input.get("teacher_logits", "null"), model=output[0],
+            replay=input.replay, teacher_logits=input.get("teacher_logits", "null"), meta=input.get("meta", "null"),
+            model=output[0],
             work_dir=f"{RESULTS}/{w.method}/phase{w.phase}/train",
         ),
     shell:

@@ -13,6 +13,7 @@ from lst.dataset import SampleStream
 from lst.distill import DistillationLoss
 from lst.engine import train
 from lst.io import file_digest
+from lst.meta import WeightGenerator, class_features
 from lst.model import build_model, grow_classifier
 from lst.phase_data import phase_data
 from lst.steps import require, step
@@ -37,6 +38,9 @@ def main(cfg: dict[str, Any]) -> None:
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     generator = torch.Generator().manual_seed(seed)
     model.load_state_dict(grow_classifier(previous["model"], 1 + len(data.category_ids), generator))
+    if cfg["method"]["meta"]:
+        (meta_path,) = require(cfg, "paths.meta")
+        initialise_new_rows(model, data, len(old_ids), meta_path, cfg)
     replay = tables.read_table(replay_path, tables.REPLAY)
     stream = replay[replay["rank"] == 0].sort_values("position")
     log.info(
@@ -63,13 +67,32 @@ def main(cfg: dict[str, Any]) -> None:
                 "phase": phase,
             },
             "meta": previous.get("meta", {}),
-            "fingerprint": file_digest(previous_path, replay_path, cfg["paths"]["teacher_logits"]),
+            "fingerprint": file_digest(
+                previous_path, replay_path, cfg["paths"]["teacher_logits"], cfg["paths"]["meta"]
+            ),
         },
         seed=seed,
         extra_losses=extra_losses,
     )
     save_checkpoint(checkpoint, model_path)
     log.info("wrote %s", model_path)
+
+
+def initialise_new_rows(model, data, num_old: int, meta_path: str, cfg: dict[str, Any]) -> None:
+    """Replace the new classes' random classifier rows by the meta-module's generated weights."""
+    meta = load_checkpoint(meta_path, required=("model",))
+    rows = model.roi_heads.box_predictor.cls_score.weight
+    generator = WeightGenerator(rows.shape[1])
+    generator.load_state_dict(meta["model"])
+    new_ids = data.category_ids[num_old:].tolist()
+    features = class_features(model, data, new_ids, cfg["meta"]["per_class"], cfg["eval"]["batch_size"], cfg["seed"])
+    missing = [c for c in new_ids if c not in features]
+    if missing:
+        raise ValueError(f"meta-module: no training boxes for new classes {missing[:5]}")
+    with torch.no_grad():
+        generated = generator([features[c] for c in new_ids], rows[1 : 1 + num_old])
+        rows[1 + num_old :] = generated
+    log.info("meta-module %s generated the rows of %d new classes", meta_path, len(new_ids))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,22 @@
+import pandas as pd
+
+from lst.report import summarize, summary_markdown
+
+
+def _metrics(ap: float, phases: int) -> pd.DataFrame:
+    rows = [("segm", "AP", ap), ("bbox", "AP", ap / 2), ("segm", "APr", 0.1), ("segm", "AP<10", -1.0)]
+    rows += [("segm", f"AP_phase{j}", ap + j / 100) for j in range(phases + 1)]
+    return pd.DataFrame(rows, columns=["iou_type", "metric", "value"])
+
+
+def test_summary_tables():
+    summary = summarize(
+        [("base", 0, _metrics(0.5, 0)), ("lst", 1, _metrics(0.4, 1)), ("lst", 2, _metrics(0.3, 2)),
+         ("joint", 2, _metrics(0.35, 2))]
+    )  # fmt: skip
+    assert set(summary.columns) == {"method", "phase", "iou_type", "metric", "value"}
+    table = summary_markdown(summary, "demo")
+    assert "| lst | 50.0 | 40.0 | 30.0 |" in table  # phase 0 is the shared base model
+    assert "| joint | n/a | n/a | 35.0 |" in table  # a joint baseline has no base phase
+    # last phase in detail: AP, APr, APc (absent), APf (absent), AP_phase0..2, AP<10 (no class), box AP
+    assert "| lst | 30.0 | 10.0 | n/a | n/a | 30.0 | 31.0 | 32.0 | n/a | 15.0 |" in table
