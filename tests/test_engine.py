@@ -93,3 +93,13 @@ def test_lr_schedule():
     assert lr_factor(4, CFG) == pytest.approx(0.1)
     cosine = dict(CFG, schedule="cosine", warmup_iters=0, iterations=10)
     assert lr_factor(5, cosine) == pytest.approx(0.5)
+
+
+def test_a_checkpoint_of_another_stream_is_not_resumed(tiny_data, tmp_path, caplog):
+    data, stream = tiny_data
+    _train(stream, tmp_path)
+    other = SampleStream(data, uniform_stream(data.image_ids(), 6, 2, seed=1))
+    with caplog.at_level(logging.INFO, logger="lst.engine"):
+        _train(other, tmp_path)
+    assert "another configuration" in caplog.text
+    assert "resuming" not in caplog.text

@@ -63,6 +63,9 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     assert split.groupby("phase").size().to_dict() == {0: 12, 1: 6, 2: 6}
     assert (results / "split" / "phases.md").read_text().count("\n") == 5
     for method in ("finetune", "lst"):
+        # phase 0 of an incremental method is the shared base model
+        assert (results / method / "phase0" / "model.pt").resolve() == (results / "base/phase0/model.pt").resolve()
+        assert (results / method / "phase0" / "eval" / "metrics.parquet").is_file()
         for phase in (1, 2):
             folder = results / method / f"phase{phase}"
             checkpoint = torch.load(folder / "model.pt", weights_only=True)
@@ -84,6 +87,9 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     joint = torch.load(results / "joint_rfs" / "phase2" / "model.pt", weights_only=True)
     assert joint["category_ids"] == split.sort_values("rank")["category_id"].tolist()
     assert not (results / "joint_rfs" / "phase1").exists()
+    rfs_log = (root / "results/demo/logs/train_joint/joint_rfs.log").read_text()
+    repeats = float(rfs_log.split("repeat-factor sampling: ")[1].split()[0])
+    assert repeats > 1.0  # the tiny preset's threshold repeats the rarer classes' images
     # lst_meta: the new rows come from the meta-module trained on the base classes
     assert (results / "base" / "phase0" / "meta.pt").is_file()
     assert (

@@ -7,6 +7,7 @@ resumable whatever the number of data-loading workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -130,6 +131,13 @@ class SampleStream(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def digest(self) -> str:
+        """Identifies the stream (images, flips, targets, in order)."""
+        digest = hashlib.sha256()
+        for array in (self.image_ids, self.flips, self.target_labels):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image, target = self.data.load(self.image_ids[index], bool(self.flips[index]))

@@ -91,7 +91,15 @@ def train(
     iterations, batch_size = cfg["iterations"], cfg["batch_size"]
     if len(stream) < iterations * batch_size:
         raise TrainingError(f"the sample stream has {len(stream)} samples, {iterations * batch_size} needed")
-    run_id = fingerprint(cfg, checkpoint_fields.get("category_ids"), checkpoint_fields.get("fingerprint"), seed)
+    # what the run depends on: a checkpoint of any other run must not be resumed
+    run_id = fingerprint(
+        cfg,
+        checkpoint_fields.get("config"),
+        checkpoint_fields.get("category_ids"),
+        checkpoint_fields.get("fingerprint"),
+        stream.digest(),
+        seed,
+    )
 
     frozen = freeze_backbone_stages(model, cfg["freeze_backbone_stages"])
     optimizer = make_optimizer(model, cfg)
@@ -157,7 +165,7 @@ def train(
         scheduler.step()
 
         if iteration % cfg["log_period"] == 0 or iteration == iterations:
-            losses = {k: v.detach() for k, v in losses.items()}
+            losses, total = {k: v.detach() for k, v in losses.items()}, total.detach()
             elapsed = time.perf_counter() - started
             per_iteration = elapsed / (iteration - start)
             terms = "  ".join(f"{k.removeprefix('loss_')} {float(v):.3f}" for k, v in losses.items())

@@ -10,6 +10,8 @@ Rounding is half-up. Without replay (``old_classes=False``) an epoch holds the n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -90,6 +92,18 @@ def _assign_ranks(stream: pd.DataFrame, batch_size: int, world_size: int) -> pd.
     return stream
 
 
+def _epochs(make_epoch: Callable[[int], pd.DataFrame], num_samples: int) -> list[pd.DataFrame]:
+    """Epochs 0, 1, ... (each tagged with its number) until they hold ``num_samples`` samples."""
+    epochs, total = [], 0
+    while total < num_samples:
+        pairs = make_epoch(len(epochs))
+        if pairs.empty:
+            raise ValueError("an epoch has no samples")
+        epochs.append(pairs.assign(epoch=len(epochs)))
+        total += len(pairs)
+    return epochs
+
+
 def _finish(
     epochs: list[pd.DataFrame],
     num_samples: int,
@@ -128,13 +142,7 @@ def replay_stream(
     if new_pairs.empty:
         raise ValueError(f"phase {phase}: its classes have no training images")
     num_samples = iterations * batch_size * world_size
-    epochs, total, epoch = [], 0, 0
-    while total < num_samples:
-        pairs = replay_epoch(new_pairs, quotas, images_of, epoch, seed, variant)
-        pairs["epoch"] = epoch
-        epochs.append(pairs)
-        total += len(pairs)
-        epoch += 1
+    epochs = _epochs(lambda epoch: replay_epoch(new_pairs, quotas, images_of, epoch, seed, variant), num_samples)
     return _finish(epochs, num_samples, seed, flip_prob, batch_size, world_size)
 
 
@@ -175,12 +183,12 @@ def repeat_factor_stream(
     """Each epoch repeats image i floor(r_i) times plus once more with probability frac(r_i), shuffled."""
     image_ids = factors.index.to_numpy(np.int64)
     whole, fraction = np.divmod(factors.to_numpy(np.float64), 1.0)
-    num_samples = iterations * batch_size * world_size
-    epochs, total, epoch = [], 0, 0
-    while total < num_samples:
+
+    def epoch_of(epoch: int) -> pd.DataFrame:
         rng = _rng(seed, epoch, 6)
         repeats = whole.astype(np.int64) + (rng.random(len(fraction)) < fraction)
-        ids = rng.permutation(np.repeat(image_ids, repeats))
-        epochs.append(pd.DataFrame({"image_id": ids, "category_id": NO_TARGET, "epoch": epoch}))
-        total, epoch = total + len(ids), epoch + 1
+        return pd.DataFrame({"image_id": rng.permutation(np.repeat(image_ids, repeats)), "category_id": NO_TARGET})
+
+    num_samples = iterations * batch_size * world_size
+    epochs = _epochs(epoch_of, num_samples)
     return _finish(epochs, num_samples, seed, flip_prob, batch_size, world_size)

@@ -28,9 +28,9 @@ METHODS = {
     "lst_meta": {"replay": True, "distill": True, "meta": True},
 }
 JOINT = {
-    # non-incremental baselines, trained on every class at once: repeat-factor threshold or None
-    "joint": None,
-    "joint_rfs": 0.001,
+    # non-incremental baselines, trained on every class at once: with repeat-factor sampling?
+    "joint": False,
+    "joint_rfs": True,
 }
 
 
@@ -77,7 +77,7 @@ def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
         f"method.replay={flags['replay']}",
         f"method.distill={flags['distill']}",
         f"method.meta={flags['meta']}",
-        f"method.rfs_threshold={JOINT.get(method) or 'null'}",
+        f"method.repeat_factor_sampling={JOINT.get(method, False)}",
         f"hydra.run.dir={run_dir}",
         f"hydra.output_subdir=.hydra/{step}",
         f"hydra.job.name={step}",

@@ -5,9 +5,18 @@ EVALUATIONS = [f"{RESULTS}/{BASE}/phase0/eval/metrics.parquet"] + [
 ]
 
 
+BASE_LINKS = [
+    f"{RESULTS}/{method}/phase0/{file}"
+    for method in config["methods"]
+    if method in METHODS
+    for file in ("model.pt", "eval/metrics.parquet", "eval/per_class.parquet", "eval/detections.parquet")
+]
+
+
 rule report:
     input:
         EVALUATIONS,
+        BASE_LINKS,
     output:
         f"{RESULTS}/summary.parquet",
         f"{RESULTS}/summary.md",

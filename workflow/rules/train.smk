@@ -105,3 +105,21 @@ rule train_phase:
         ),
     shell:
         "{PYTHON:q} -m lst.steps.train_phase {params.args} > {log:q} 2>&1"
+
+
+# Phase 0 of every incremental method is the shared base model: a relative link keeps the
+# results/<dataset>/<method>/phase<k>/ layout true for k = 0 without copying weights.
+ruleorder: link_base > evaluate
+
+
+rule link_base:
+    input:
+        f"{RESULTS}/{BASE}/phase0/{{file}}",
+    output:
+        f"{RESULTS}/{{method}}/phase0/{{file}}",
+    wildcard_constraints:
+        method="|".join(METHODS),
+        file="model.pt|eval/metrics.parquet|eval/per_class.parquet|eval/detections.parquet",
+    localrule: True
+    shell:
+        "ln -sfr {input:q} {output:q}"

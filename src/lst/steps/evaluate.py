@@ -14,7 +14,7 @@ from lst.checkpoint import CheckpointError, load_checkpoint
 from lst.inference import detect, ground_truth
 from lst.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
 from lst.model import build_model
-from lst.phase_data import load_annotations, load_split, phase_data
+from lst.phase_data import load_split, phase_data
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ def main(cfg: dict[str, Any]) -> None:
     if checkpoint["category_ids"] != data.category_ids.tolist():
         raise CheckpointError(f"{model_path}: trained for other classes than phases 0..{phase} of this split")
     model_cfg = dict(checkpoint["config"]["model"])
-    model_cfg.update(box_score_thresh=eval_cfg["score_thresh"], box_detections_per_img=eval_cfg["max_dets"])
+    threshold = eval_cfg["score_thresh"] if phase == 0 else eval_cfg["score_thresh_incremental"]
+    model_cfg.update(box_score_thresh=threshold, box_detections_per_img=eval_cfg["max_dets"])
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     model.load_state_dict(checkpoint["model"])
     log.info("evaluating %s on %d val images", model_path, len(data.image_ids()))
@@ -44,7 +45,7 @@ def main(cfg: dict[str, Any]) -> None:
 
     split = load_split(split_dir)
     seen = split[split["category_id"].isin(data.category_ids)]
-    gt = ground_truth(data.images.reset_index(drop=True), load_annotations(data_dir, "val"), seen)
+    gt = ground_truth(data.images.reset_index(drop=True), data.annotations, seen)
     metrics, per_class = [], []
     for iou_type in IOU_TYPES:
         result = evaluate_lvis(gt, detections, iou_type, eval_cfg["max_dets"])

@@ -1,7 +1,7 @@
 """Train from initial weights: the base phase (phase 0), or a joint baseline on every class at once.
 
 ``phase`` says which classes: 0 for the base model, the last phase for ``joint`` / ``joint_rfs``
-(all classes, the non-incremental baseline); ``method.rfs_threshold`` switches the uniform image
+(all classes, the non-incremental baseline); ``method.repeat_factor_sampling`` switches the uniform image
 sampler to detectron2's repeat-factor sampling.
 """
 
@@ -50,8 +50,8 @@ def main(cfg: dict[str, Any]) -> None:
     else:
         log.info("no COCO checkpoint configured: the model trains from scratch")
     budget = (train_cfg["iterations"], train_cfg["batch_size"])
-    if method.get("rfs_threshold"):
-        factors = repeat_factors(data.annotations, method["rfs_threshold"])
+    if method["repeat_factor_sampling"]:
+        factors = repeat_factors(data.annotations, cfg["rfs_threshold"])
         log.info("repeat-factor sampling: %.2f images per epoch per image on average", factors.mean())
         stream = repeat_factor_stream(factors, *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
     else:

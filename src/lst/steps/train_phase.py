@@ -33,7 +33,8 @@ def main(cfg: dict[str, Any]) -> None:
     old_ids = list(previous["category_ids"])
     if old_ids != data.category_ids[: len(old_ids)].tolist():
         raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this split")
-    model_cfg = previous["config"]["model"]
+    # the architecture is the previous model's; its training-time sampling may differ per phase
+    model_cfg = {**previous["config"]["model"], **train_cfg["model_overrides"]}
     torch.manual_seed(seed)
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     generator = torch.Generator().manual_seed(seed)
