@@ -4,43 +4,22 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
+from workflow_copy import run_snakemake, workflow_copy
 
-REPO = Path(__file__).resolve().parents[1]
 METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
-
-
-def _workflow_copy(root: Path, **config) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "profiles"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
-    default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    default.update(config)
-    (root / "test.yaml").write_text(yaml.safe_dump(default))
-    return root
-
-
-def _snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", *args, "--cores", "2", "--configfile", "test.yaml"]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    root = _workflow_copy(
+    root = workflow_copy(
         tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "lst_meta", "joint_rfs"]
     )
-    result = _snakemake(root)
+    result = run_snakemake(root)
     return root, result
 
 
@@ -116,8 +95,8 @@ def test_metrics_and_summary(tiny_run):
 
 def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
     root, _ = tiny_run
-    assert "Nothing to be done" in _snakemake(root, "-n").stdout
-    dry = _snakemake(root, "-n", "--forcerun", "train_phase").stdout
+    assert "Nothing to be done" in run_snakemake(root, "-n").stdout
+    dry = run_snakemake(root, "-n", "--forcerun", "train_phase").stdout
     assert "train_base" not in dry.split("Job stats")[1]
     assert "train_phase" in dry
 
@@ -129,15 +108,15 @@ def test_replay_indices_build_from_annotations_alone(tmp_path):
     shutil.rmtree(files["image_root"])  # no pixels
     dataset = {"name": "nopixels", "train_json": str(files["train_json"]), "val_json": str(files["val_json"]),
                "image_root": str(tmp_path / "missing")}  # fmt: skip
-    root = _workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset)
-    _snakemake(root, "results/nopixels/lst/phase1/replay.parquet")
+    root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset)
+    run_snakemake(root, "results/nopixels/lst/phase1/replay.parquet")
     assert (root / "results/nopixels/lst/phase1/replay.parquet").is_file()
     assert not list((root / "results").rglob("model.pt"))
 
 
 def test_config_is_validated(tmp_path):
-    root = _workflow_copy(tmp_path, prest="tiny")
-    result = _snakemake(root, "-n", check=False)
+    root = workflow_copy(tmp_path, prest="tiny")
+    result = run_snakemake(root, "-n", check=False)
     assert result.returncode != 0
     assert "prest" in result.stdout + result.stderr
 
@@ -158,11 +137,33 @@ def test_bad_json_fails_cleanly_with_no_output(tmp_path):
 def test_configured_checkpoint_is_trimmed_before_base_training(tmp_path):
     weights = tmp_path / "coco.pth"
     weights.write_bytes(b"")  # a dry run only needs the file to exist
-    root = _workflow_copy(tmp_path / "wf", preset="tiny", weights=str(weights))
-    dry = _snakemake(root, "-n", "results/demo/base/phase0/model.pt").stdout
+    root = workflow_copy(tmp_path / "wf", preset="tiny", weights=str(weights))
+    dry = run_snakemake(root, "-n", "results/demo/base/phase0/model.pt").stdout
     stats = dry.split("Job stats")[1]
     assert "trim_weights" in stats and "train_base" in stats
     assert (
         "paths.init=results/demo/weights/init.pt"
-        in _snakemake(root, "-n", "-p", "results/demo/base/phase0/model.pt").stdout
+        in run_snakemake(root, "-n", "-p", "results/demo/base/phase0/model.pt").stdout
     )
+
+
+def test_reruns_are_byte_identical(tiny_run):
+    """Same config and seed: identical split, replay, teacher-logits files and CPU weights (runs last: it
+    leaves the tiny run's downstream outputs older than their inputs)."""
+    root, _ = tiny_run
+    results = root / "results" / "demo"
+    files = [
+        results / "split" / "categories.parquet",
+        results / "split" / "images.parquet",
+        results / "lst" / "phase1" / "replay.parquet",
+        results / "lst" / "phase1" / "teacher_logits.parquet",
+    ]
+    before = {path: path.read_bytes() for path in files}
+    weights_before = torch.load(results / "base/phase0/model.pt", weights_only=True)["model"]
+    shutil.rmtree(results / "base/phase0/train")  # no resuming: train again from the start
+    targets = [str(path.relative_to(root)) for path in files[2:]] + ["results/demo/base/phase0/model.pt"]
+    run_snakemake(root, *targets, "--forcerun", "split", "train_base")
+    for path in files:
+        assert path.read_bytes() == before[path], path
+    weights_after = torch.load(results / "base/phase0/model.pt", weights_only=True)["model"]
+    assert all(torch.equal(value, weights_after[key]) for key, value in weights_before.items())

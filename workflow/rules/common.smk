@@ -46,6 +46,11 @@ def count_categories(train_json):
     class Categories(msgspec.Struct):
         categories: list[msgspec.Raw]
 
+    if not Path(train_json).is_file():
+        raise ValueError(
+            f"{train_json}: not found, so the number of phases cannot be counted from its categories; "
+            "give phases.num_incremental or phases.sizes in the config"
+        )
     return len(msgspec.json.decode(Path(train_json).read_bytes(), type=Categories).categories)
 
 
