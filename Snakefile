@@ -13,6 +13,9 @@ validate(config, "workflow/schemas/config.schema.yaml")
 conda: "envs/lst.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/weights.smk"

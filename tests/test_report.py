@@ -20,3 +20,16 @@ def test_summary_tables():
     assert "| joint | n/a | n/a | 35.0 |" in table  # a joint baseline has no base phase
     # last phase in detail: AP, APr, APc (absent), APf (absent), AP_phase0..2, AP<10 (no class), box AP
     assert "| lst | 30.0 | 10.0 | n/a | n/a | 30.0 | 31.0 | 32.0 | n/a | 15.0 |" in table
+
+
+def test_plots_are_written(tmp_path):
+    from lst.plots import forgetting_plot, per_class_plot
+
+    summary = summarize([("base", 0, _metrics(0.5, 0)), ("lst", 1, _metrics(0.4, 1)), ("lst", 2, _metrics(0.3, 2))])
+    forgetting_plot(summary, tmp_path / "forgetting.png")
+    per_class = pd.DataFrame({"iou_type": "segm", "instance_count": [3, 30, 300], "ap": [0.1, float("nan"), 0.5]})
+    per_class_plot({"lst": per_class}, tmp_path / "per_class.png")
+    for name in ("forgetting.png", "per_class.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+        assert (tmp_path / name).stat().st_mode & 0o044  # readable by others, like any new file

@@ -91,6 +91,15 @@ def test_metrics_and_summary(tiny_run):
     assert pairs == {("base", 0), ("joint_rfs", 2)} | incremental
     table = (results / "summary.md").read_text()
     assert "| finetune |" in table and "| lst |" in table and "| joint_rfs |" in table
+    for plot in ("forgetting.png", "per_class_ap.png"):
+        assert (results / "plots" / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_html_report(tiny_run):
+    root, _ = tiny_run
+    run_snakemake(root, "--report", "report.html")
+    html = (root / "report.html").read_text(errors="replace")
+    assert "forgetting.png" in html and "per_class_ap.png" in html
 
 
 def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):

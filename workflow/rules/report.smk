@@ -16,10 +16,13 @@ BASE_LINKS = [
 rule report:
     input:
         EVALUATIONS,
+        [path.replace("metrics.parquet", "per_class.parquet") for path in EVALUATIONS],
         BASE_LINKS,
     output:
         f"{RESULTS}/summary.parquet",
-        f"{RESULTS}/summary.md",
+        report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Results"),
+        report(f"{RESULTS}/plots/forgetting.png", caption="../report/forgetting.rst", category="Plots"),
+        report(f"{RESULTS}/plots/per_class_ap.png", caption="../report/per_class_ap.rst", category="Plots"),
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:

@@ -9,6 +9,7 @@ from typing import Any
 
 from lst import tables
 from lst.io import write_text_atomic
+from lst.plots import forgetting_plot, per_class_plot
 from lst.report import summarize, summary_markdown
 from lst.steps import require, step
 
@@ -30,6 +31,14 @@ def main(cfg: dict[str, Any]) -> None:
         entries.append((match["method"], int(match["phase"]), metrics))
     summary = summarize(entries)
     out_dir = Path(out_dir)
+    final = summary.groupby("method")["phase"].max()
+    per_class = {
+        method: tables.read_table(Path(path).with_name("per_class.parquet"), tables.PER_CLASS)
+        for path, (method, phase, _) in zip(cfg["paths"]["metrics"], entries, strict=True)
+        if phase == final[method]
+    }
+    forgetting_plot(summary, out_dir / "plots" / "forgetting.png")
+    per_class_plot(per_class, out_dir / "plots" / "per_class_ap.png")
     tables.write_table(summary, out_dir / "summary.parquet", tables.SUMMARY)
     markdown = summary_markdown(summary, cfg["dataset"]["name"])
     write_text_atomic(out_dir / "summary.md", markdown)
