@@ -1,6 +1,7 @@
 """End to end: the whole DAG on the embedded dataset with the tiny preset, through snakemake."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from workflow_copy import run_snakemake, workflow_copy
+import yaml
+from workflow_copy import REPO, run_snakemake, workflow_copy
 
 METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
 
@@ -176,3 +178,22 @@ def test_reruns_are_byte_identical(tiny_run):
         assert path.read_bytes() == before[path], path
     weights_after = torch.load(results / "base/phase0/model.pt", weights_only=True)["model"]
     assert all(torch.equal(value, weights_after[key]) for key, value in weights_before.items())
+
+
+def test_paper_dag_dry_run(tmp_path):
+    """The LVIS v0.5 config, given json files with 1,230 categories, shows all 7 phases of every method."""
+    categories = [{"id": i, "name": f"c{i}", "frequency": "r"} for i in range(1, 1231)]
+    for name in ("train", "val"):
+        path = tmp_path / "data" / "lvis" / f"lvis_v0.5_{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
+    (tmp_path / "data" / "weights").mkdir()
+    (tmp_path / "data" / "weights" / "e2e_mask_rcnn_R_50_FPN_1x.pth").write_bytes(b"")
+    lvis = yaml.safe_load((REPO / "config" / "lvis_v0.5.yaml").read_text())
+    lvis["phases"] = {"base": 270, "step": 160}  # the number of phases is counted from the json
+    root = workflow_copy(tmp_path, **lvis)
+    stats = run_snakemake(root, "-n").stdout.split("Job stats")[1].split("Reasons")[0]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}
+    assert counts["train_phase"] == 2 * 6 and counts["build_replay"] == 2 * 6 and counts["extract_logits"] == 6
+    assert counts["train_joint"] == 2 and counts["train_base"] == 1 and counts["trim_weights"] == 1
+    assert counts["evaluate"] == 1 + 2 * 6 + 2

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lst.dataset import DetectionData
+from lst.model import model_device
 from lst.tables import logits_schema
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 def box_features(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
     """fc7 features of the given boxes (xyxy in the images' own pixels), resized with the images as in training."""
-    targets = [{"boxes": b} for b in boxes]
+    device = model_device(model)
+    images = [image.to(device) for image in images]
+    targets = [{"boxes": b.to(device)} for b in boxes]
     image_list, targets = model.transform(images, targets)
     features = model.backbone(image_list.tensors)
     resized = [t["boxes"] for t in targets]
@@ -58,7 +61,7 @@ def teacher_logits(
                 rows["image_id"].append(np.full(len(ids), image_id, dtype=np.int64))
                 rows["annotation_id"].append(ids.numpy())
                 rows["flip"].append(np.full(len(ids), flip))
-                rows["logits"].append(cos.numpy().astype(np.float32))
+                rows["logits"].append(cos.cpu().numpy().astype(np.float32))
         if batch_index % log_period == 0:
             log.info("teacher logits: %d/%d images", min(start + batch_size, len(image_ids)), len(image_ids))
     num_logits = teacher.roi_heads.box_predictor.cls_score.weight.shape[0]
@@ -116,6 +119,6 @@ class DistillationLoss:
         if not teacher_rows:
             return {"loss_distill": images[0].new_zeros(())}
         student = torch.cat(box_cosines(model, chosen_images, boxes))
-        teacher = self._values[teacher_rows]
+        teacher = self._values[teacher_rows].to(student.device)
         difference = student[:, 1 : self.num_logits] - teacher[:, 1:]
         return {"loss_distill": self.weight * difference.pow(2).sum() / len(teacher_rows)}

@@ -80,6 +80,7 @@ def train(
     checkpoint_fields: dict[str, Any],
     seed: int,
     extra_losses: ExtraLosses | None = None,
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``stream`` for ``cfg['iterations']`` iterations; return the final checkpoint dict.
 
@@ -101,6 +102,8 @@ def train(
         seed,
     )
 
+    device = device or torch.device("cpu")
+    model.to(device)
     frozen = freeze_backbone_stages(model, cfg["freeze_backbone_stages"])
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
@@ -149,6 +152,8 @@ def train(
     started, data_time, tick = time.perf_counter(), 0.0, time.perf_counter()
     iteration = start
     for iteration, (images, targets) in enumerate(loader, start=start + 1):
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{key: value.to(device, non_blocking=True) for key, value in t.items()} for t in targets]
         data_time += time.perf_counter() - tick
         losses = model(images, targets)
         if extra_losses is not None:

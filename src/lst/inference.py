@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from torch import nn
 
 from lst.dataset import DetectionData
+from lst.model import model_device
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,15 @@ log = logging.getLogger(__name__)
 def detect(model: nn.Module, data: DetectionData, batch_size: int, log_period: int = 20) -> pd.DataFrame:
     """Detections of ``model`` on every image of ``data``, in the DETECTIONS table layout."""
     model.eval()
+    device = model_device(model)
     image_ids = data.image_ids()
     columns: dict[str, list] = {k: [] for k in ("image_id", "category_id", "score", "boxes", "rle_counts")}
     started = time.perf_counter()
     for batch_index, start in enumerate(range(0, len(image_ids), batch_size), start=1):
         ids = image_ids[start : start + batch_size]
-        images = [data.load(image_id)[0] for image_id in ids]
+        images = [data.load(image_id)[0].to(device) for image_id in ids]
         for image_id, output in zip(ids, model(images), strict=True):
+            output = {key: value.cpu() for key, value in output.items()}
             masks = (output["masks"][:, 0] > 0.5).numpy()
             rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
             columns["image_id"].append(np.full(len(rles), image_id, dtype=np.int64))

@@ -78,7 +78,7 @@ def class_features(
             boxes.append(target["boxes"][keep])
             classes.append(data.category_ids[target["labels"][keep].numpy() - 1])
         for features, labels in zip(box_features(model, images, boxes), classes, strict=True):
-            for feature, category_id in zip(features, labels, strict=True):
+            for feature, category_id in zip(features.cpu(), labels, strict=True):
                 found[int(category_id)].append(feature)
     return {c: torch.stack(f) for c, f in found.items() if f}
 

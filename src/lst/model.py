@@ -190,6 +190,17 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
     return model
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def num_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     """Number of classifier outputs (background included) of a model state dict."""
     return state_dict[BOX_PREDICTOR + "cls_score.weight"].shape[0]

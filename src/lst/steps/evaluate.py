@@ -13,7 +13,7 @@ from lst import tables
 from lst.checkpoint import CheckpointError, load_checkpoint
 from lst.inference import detect, ground_truth
 from lst.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
-from lst.model import build_model
+from lst.model import build_model, pick_device
 from lst.phase_data import load_split, phase_data
 from lst.steps import require, step
 
@@ -39,6 +39,7 @@ def main(cfg: dict[str, Any]) -> None:
     model_cfg.update(box_score_thresh=threshold, box_detections_per_img=eval_cfg["max_dets"])
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     model.load_state_dict(checkpoint["model"])
+    model.to(pick_device(cfg["device"]))
     log.info("evaluating %s on %d val images", model_path, len(data.image_ids()))
     detections = detect(model, data, eval_cfg["batch_size"])
     tables.write_table(detections, out_dir / "detections.parquet", tables.DETECTIONS)

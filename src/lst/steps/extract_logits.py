@@ -8,7 +8,7 @@ from typing import Any
 from lst import tables
 from lst.checkpoint import load_checkpoint
 from lst.distill import teacher_logits
-from lst.model import build_model
+from lst.model import build_model, pick_device
 from lst.phase_data import load_split, phase_data
 from lst.steps import require, step
 
@@ -29,6 +29,7 @@ def main(cfg: dict[str, Any]) -> None:
     teacher_checkpoint = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
     teacher = build_model(teacher_checkpoint["config"]["model"], 1 + len(teacher_checkpoint["category_ids"]))
     teacher.load_state_dict(teacher_checkpoint["model"])
+    teacher.to(pick_device(cfg["device"]))
     data = phase_data(data_dir, split_dir, phase, "train", image_root, with_masks=False)
     split = load_split(split_dir)
     new_ids = set(split.loc[split["phase"] == phase, "category_id"].tolist())

@@ -17,7 +17,7 @@ from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
 from lst.engine import train
 from lst.io import file_digest
-from lst.model import build_model
+from lst.model import build_model, pick_device
 from lst.phase_data import phase_data
 from lst.sampling import repeat_factor_stream, repeat_factors, uniform_stream
 from lst.steps import require, step
@@ -72,6 +72,7 @@ def main(cfg: dict[str, Any]) -> None:
             "fingerprint": file_digest(cfg["paths"]["init"]),
         },
         seed=seed,
+        device=pick_device(cfg["device"]),
     )
     save_checkpoint(checkpoint, model_path)
     log.info("wrote %s", Path(model_path))

@@ -9,7 +9,7 @@ import torch
 
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.meta import WeightGenerator, class_features, train_generator
-from lst.model import build_model
+from lst.model import build_model, pick_device
 from lst.phase_data import phase_data
 from lst.steps import require, step
 
@@ -25,9 +25,10 @@ def main(cfg: dict[str, Any]) -> None:
     base = load_checkpoint(base_path, required=("model", "category_ids", "config"))
     model = build_model(base["config"]["model"], 1 + len(base["category_ids"]))
     model.load_state_dict(base["model"])
+    model.to(pick_device(cfg["device"]))
     data = phase_data(data_dir, split_dir, 0, "train", image_root, with_masks=False)
     features = class_features(model, data, base["category_ids"], meta_cfg["per_class"], cfg["eval"]["batch_size"], seed)
-    rows = model.roi_heads.box_predictor.cls_score.weight.detach()
+    rows = model.roi_heads.box_predictor.cls_score.weight.detach().cpu()
     weights = {c: rows[i + 1] for i, c in enumerate(base["category_ids"])}
     log.info("meta-module: features of %d base classes (up to %d each)", len(features), meta_cfg["per_class"])
     torch.manual_seed(seed)

@@ -14,7 +14,7 @@ from lst.distill import DistillationLoss
 from lst.engine import train
 from lst.io import file_digest
 from lst.meta import WeightGenerator, class_features
-from lst.model import build_model, grow_classifier
+from lst.model import build_model, grow_classifier, pick_device
 from lst.phase_data import phase_data
 from lst.steps import require, step
 
@@ -74,6 +74,7 @@ def main(cfg: dict[str, Any]) -> None:
         },
         seed=seed,
         extra_losses=extra_losses,
+        device=pick_device(cfg["device"]),
     )
     save_checkpoint(checkpoint, model_path)
     log.info("wrote %s", model_path)
