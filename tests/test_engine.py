@@ -103,3 +103,17 @@ def test_a_checkpoint_of_another_stream_is_not_resumed(tiny_data, tmp_path, capl
         _train(other, tmp_path)
     assert "another configuration" in caplog.text
     assert "resuming" not in caplog.text
+
+
+def test_freezing_counts_resnet_stages_as_maskrcnn_benchmark():
+    from lst.engine import freeze_backbone_stages
+
+    model = build_model(dict(SMALL, backbone="resnet18_fpn", fpn_channels=16), num_classes=3)
+    body = model.backbone.body
+    freeze_backbone_stages(model, 2)  # the seed's base phase: stem and res2 (layer1)
+    assert not any(p.requires_grad for p in body.conv1.parameters())
+    assert not any(p.requires_grad for p in body.layer1.parameters())
+    assert all(p.requires_grad for p in body.layer2.parameters())
+    freeze_backbone_stages(model, 5)  # the phases: the whole ResNet
+    assert not any(p.requires_grad for p in body.parameters())
+    assert all(p.requires_grad for p in model.backbone.fpn.parameters())

@@ -28,9 +28,16 @@ class TrainingError(RuntimeError):
     pass
 
 
+def backbone_stages(body: nn.Module) -> list[nn.Module]:
+    """The body's stages in order: the stem, then layer1..layer4 (maskrcnn-benchmark's numbering 1-5)."""
+    if hasattr(body, "conv1"):  # a torchvision ResNet: the stem is conv1 + bn1
+        return [nn.ModuleList([body.conv1, body.bn1]), body.layer1, body.layer2, body.layer3, body.layer4]
+    return list(body.children())
+
+
 def freeze_backbone_stages(model: nn.Module, num_stages: int) -> list[nn.Module]:
-    """Freeze the first ``num_stages`` children of the backbone body (stem, layer1, ...); return them."""
-    frozen = list(model.backbone.body.children())[:num_stages]
+    """Freeze the first ``num_stages`` stages of the backbone body (FREEZE_CONV_BODY_AT); return them."""
+    frozen = backbone_stages(model.backbone.body)[:num_stages]
     for module in frozen:
         for parameter in module.parameters():
             parameter.requires_grad_(False)
