@@ -120,6 +120,10 @@ rule link_base:
     wildcard_constraints:
         method="|".join(METHODS),
         file="model.pt|eval/metrics.parquet|eval/per_class.parquet|eval/detections.parquet",
+    log:
+        f"{RESULTS}/logs/link_base/{{method}}/{{file}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/link_base/{{method}}/{{file}}.tsv"
     localrule: True
     shell:
-        "ln -sfr {input:q} {output:q}"
+        "ln -sfr {input:q} {output:q} > {log:q} 2>&1"
