@@ -158,6 +158,32 @@ def test_configured_checkpoint_is_trimmed_before_base_training(tmp_path):
     )
 
 
+def test_checkpoint_for_other_classes_is_refused(tiny_run, tmp_path):
+    root, _ = tiny_run
+    results = root / "results" / "demo"
+    model = results / "finetune" / "phase1" / "model.pt"  # 18 classes, evaluated as phase 2 (24)
+    command = [sys.executable, "-m", "lst.steps.evaluate", "phase=2", f"paths.model={model}",
+               f"paths.data_dir={results / 'data'}", f"paths.split_dir={results / 'split'}",
+               f"dataset.image_root={root / 'resources/demo/images'}", f"paths.out_dir={tmp_path / 'eval'}",
+               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert f"{model}: trained for other classes than phases 0..2" in result.stdout + result.stderr
+    assert not (tmp_path / "eval").exists()
+
+
+def test_misspelled_hydra_key_is_refused(tiny_run, tmp_path):
+    root, _ = tiny_run
+    results = root / "results" / "demo"
+    command = [sys.executable, "-m", "lst.steps.split", f"paths.data_dir={results / 'data'}",
+               f"paths.split_dir={tmp_path / 'split'}", "phases.bse=3",
+               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "bse" in result.stderr
+    assert not (tmp_path / "split").exists()
+
+
 def test_reruns_are_byte_identical(tiny_run):
     """Same config and seed: identical split, replay, teacher-logits files and CPU weights (runs last: it
     leaves the tiny run's downstream outputs older than their inputs)."""
