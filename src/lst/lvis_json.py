@@ -180,6 +180,12 @@ def _annotation_table(annotations: list[_Annotation], split: str, path: Path) ->
 def _clip_boxes(annotations: pd.DataFrame, images: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Clip boxes that overshoot the image (float rounding in LVIS), skip degenerate ones; log counts."""
     size = images.set_index("image_id").loc[annotations["image_id"], ["width", "height"]].to_numpy(np.float64)
+    outside = (annotations["x"].to_numpy() >= size[:, 0]) | (annotations["y"].to_numpy() >= size[:, 1])
+    outside |= (annotations["x"] + annotations["w"]).to_numpy() <= 0
+    outside |= (annotations["y"] + annotations["h"]).to_numpy() <= 0
+    if outside.any():  # no rounding puts a box wholly off its image: the ids or sizes are wrong
+        bad = annotations.loc[outside, "annotation_id"].head(5).tolist()
+        raise DataError(f"{path}: boxes of annotations {bad} lie outside their image ({int(outside.sum())} in all)")
     x0 = annotations["x"].to_numpy().clip(0, size[:, 0])
     y0 = annotations["y"].to_numpy().clip(0, size[:, 1])
     x1 = (annotations["x"] + annotations["w"]).to_numpy().clip(0, size[:, 0])

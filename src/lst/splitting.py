@@ -45,15 +45,18 @@ def phase_sizes(
                 raise SplitError(f"phases.step = {step}: a phase needs at least one class")
             num_incremental = math.ceil((num_categories - base) / step)
         sizes = [base] + [step] * num_incremental
+        key = "phases.base/step/num_incremental"
         rest = num_categories - base - step * (num_incremental - 1) if num_incremental else 0
         if num_incremental and rest < step:
             sizes[-1] = rest
+    else:
+        key = "phases.sizes"
     sizes = [int(s) for s in sizes]
     for phase, size in enumerate(sizes):
         if size <= 0:
-            raise SplitError(f"phase {phase} would have {size} classes: a phase needs at least one class")
+            raise SplitError(f"{key}: phase {phase} would have {size} classes: a phase needs at least one class")
     if sum(sizes) > num_categories:
-        raise SplitError(f"phases need {sum(sizes)} classes ({sizes}) but the dataset has {num_categories}")
+        raise SplitError(f"{key} need {sum(sizes)} classes ({sizes}) but the dataset has {num_categories}")
     return sizes
 
 

@@ -101,4 +101,6 @@ def model_path(method, phase):
 
 
 DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "categories.parquet")
+# written by check_data once every image is on disk and every mask decodes; rules that read images need it
+CHECKED = f"{RESULTS}/data/check.md"
 SPLIT = multiext(f"{RESULTS}/split/", "categories.parquet", "images.parquet", "phases.parquet", "phases.md")

@@ -41,3 +41,21 @@ rule split:
         args=hydra_args("split", f"{RESULTS}/split", data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split"),
     shell:
         "{PYTHON:q} -m lst.steps.split {params.args} > {log:q} 2>&1"
+
+
+rule check_data:
+    input:
+        DATA,
+    output:
+        CHECKED,
+    log:
+        f"{RESULTS}/logs/check_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/check_data.tsv"
+    threads: 1
+    params:
+        args=lambda w, output: hydra_args(
+            "check_data", f"{RESULTS}/data", data_dir=f"{RESULTS}/data", report=output[0]
+        ),
+    shell:
+        "{PYTHON:q} -m lst.steps.check_data {params.args} > {log:q} 2>&1"

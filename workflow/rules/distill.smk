@@ -2,6 +2,7 @@ rule extract_logits:
     input:
         DATA,
         SPLIT,
+        CHECKED,
         previous=lambda w: model_path(w.method, int(w.phase) - 1),
     output:
         f"{RESULTS}/{{method}}/phase{{phase}}/teacher_logits.parquet",

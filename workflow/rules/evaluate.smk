@@ -2,6 +2,7 @@ rule evaluate:
     input:
         DATA,
         SPLIT,
+        CHECKED,
         model=f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
     output:
         multiext(f"{RESULTS}/{{method}}/phase{{phase}}/eval/", "metrics.parquet", "per_class.parquet", "detections.parquet"),

@@ -5,6 +5,7 @@ rule train_base:
     input:
         DATA,
         SPLIT,
+        CHECKED,
         init=INIT or [],
     output:
         f"{RESULTS}/{BASE}/phase0/model.pt",
@@ -27,6 +28,7 @@ rule train_meta:
     input:
         DATA,
         SPLIT,
+        CHECKED,
         previous=f"{RESULTS}/{BASE}/phase0/model.pt",
     output:
         f"{RESULTS}/{BASE}/phase0/meta.pt",
@@ -48,6 +50,7 @@ rule train_joint:
     input:
         DATA,
         SPLIT,
+        CHECKED,
         init=INIT or [],
     output:
         f"{RESULTS}/{{method}}/phase{K}/model.pt",
@@ -84,6 +87,7 @@ rule train_phase:
     input:
         DATA,
         SPLIT,
+        CHECKED,
         unpack(train_phase_inputs),
     output:
         f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -51,9 +53,30 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
             func(config)
         except _input_errors() as error:
             log.error("%s", error)
+            _remove_hydra_files()
             sys.exit(1)
+        except Exception:
+            _remove_hydra_files()
+            raise
 
     return main
+
+
+def _remove_hydra_files() -> None:
+    """Take back what Hydra wrote into the step's output folder, so a failed step leaves no trace there."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    written = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else run_dir
+    if written != run_dir:
+        shutil.rmtree(written, ignore_errors=True)
+    (run_dir / f"{hydra_cfg.job.name}.log").unlink(missing_ok=True)
+    for folder in [written, *written.parents]:  # folders Hydra made that are now empty, up to the run dir
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        if folder == run_dir:
+            break
 
 
 def require(cfg: dict[str, Any], *keys: str) -> list[Any]:

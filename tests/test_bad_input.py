@@ -1,0 +1,360 @@
+"""Bad input, step by step: each case must end its step with a clear error that names the file or key
+and the problem, a non-zero exit, and nothing written where the step's outputs go.
+
+Steps run in-process through their Hydra entrypoint (the same ``main`` that ``python -m`` runs), with the
+output folder as Hydra's run dir, as the Snakemake rules do. One case also runs through Snakemake.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from workflow_copy import run_snakemake, workflow_copy
+
+from lst.weights import torchvision_layout
+
+TRAIN = {
+    "images": [
+        {"id": 1, "width": 20, "height": 10, "file_name": "train2017/a.png"},
+        {"id": 2, "width": 16, "height": 12, "coco_url": "http://images.cocodataset.org/train2017/b.png"},
+    ],
+    "annotations": [
+        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]},
+        {"id": 11, "image_id": 2, "category_id": 2, "bbox": [2, 2, 3, 3], "segmentation": [[2, 2, 5, 2, 5, 5, 2, 5]]},
+        {"id": 12, "image_id": 2, "category_id": 3, "bbox": [0, 0, 4, 2],
+         "segmentation": {"size": [12, 16], "counts": [0, 2, 10, 2, 10, 2, 10, 2, 154]}},
+    ],
+    "categories": [{"id": i, "name": f"c{i}", "frequency": "r"} for i in (1, 2, 3)],
+}  # fmt: skip
+VAL = {
+    "images": [{"id": 3, "width": 20, "height": 10, "file_name": "val2017/c.png"}],
+    "annotations": [
+        {"id": 20, "image_id": 3, "category_id": 1, "bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}
+    ],
+    "categories": TRAIN["categories"],
+}
+
+
+def run_step(module: str, *overrides: str) -> int:
+    """Exit code of ``python -m lst.steps.<module> <overrides>``, run in this process (its log goes to stdout)."""
+    main = importlib.import_module(f"lst.steps.{module}").main
+    argv, sys.argv = sys.argv, [module, *map(str, overrides)]
+    try:
+        main()
+        return 0
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        sys.argv = argv
+
+
+def printed(capfd: pytest.CaptureFixture) -> str:
+    out, err = capfd.readouterr()
+    return out + err
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if not p.is_dir()) if folder.exists() else []
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def draw_images(root: Path, dataset: dict) -> None:
+    for image in dataset["images"]:
+        name = image.get("file_name") or "/".join(image["coco_url"].split("/")[-2:])
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (image["width"], image["height"]), (90, 30, 200)).save(root / name)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, Path]:
+    """A valid LVIS-layout dataset with images on disk, and its prepared Parquet tables."""
+    root = tmp_path_factory.mktemp("dataset")
+    paths = {"train_json": write_json(root / "train.json", TRAIN), "val_json": write_json(root / "val.json", VAL)}
+    paths["image_root"] = root / "coco"
+    draw_images(paths["image_root"], TRAIN)
+    draw_images(paths["image_root"], VAL)
+    paths["data_dir"] = root / "data"
+    code = run_step(
+        "prepare_data", f"dataset.train_json={paths['train_json']}", f"dataset.val_json={paths['val_json']}",
+        f"paths.data_dir={paths['data_dir']}", f"hydra.run.dir={paths['data_dir']}",
+    )  # fmt: skip
+    assert code == 0
+    return paths
+
+
+def test_the_valid_dataset_passes_every_step(dataset, tmp_path):
+    """The cases below differ from this one by one defect each."""
+    results = tmp_path / "results"
+    check = [f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={dataset['image_root']}"]
+    assert run_step("check_data", *check, f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}") == 0
+    assert "images checked: 3" in (results / "check.md").read_text()
+    split = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={results / 'split'}"]
+    assert run_step("split", *split, "phases.sizes=[2,1]", f"hydra.run.dir={results / 'split'}") == 0
+
+
+def _set(path: list, value) -> Callable[[dict], None]:
+    def change(data: dict) -> None:
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+JSON_CASES = {
+    # name: (which file, change to its data, what the error must say)
+    "missing_top_key": ("train", lambda d: d.pop("annotations"), "missing required field `annotations`"),
+    "missing_bbox": ("train", lambda d: d["annotations"][0].pop("bbox"), "missing required field `bbox`"),
+    "wrong_type": ("train", _set(["images", 0, "width"], "wide"), "Expected `int`, got `str`"),
+    "duplicate_image_ids": ("train", _set(["images", 1, "id"], 1), "duplicate image ids [1]"),
+    "duplicate_annotation_ids": ("train", _set(["annotations", 1, "id"], 10), "duplicate annotation ids [10]"),
+    "duplicate_category_ids": ("train", _set(["categories", 2, "id"], 1), "duplicate category ids [1]"),
+    "unknown_image": ("train", _set(["annotations", 0, "image_id"], 99), "annotations [10] refer to unknown image"),
+    "unknown_category": ("train", _set(["annotations", 0, "category_id"], 99), "refer to unknown category ids"),
+    "empty_segmentation": ("train", _set(["annotations", 0, "segmentation"], []), "[10] have an empty segmentation"),
+    "negative_box": ("train", _set(["annotations", 0, "bbox"], [1, 1, -4, 4]), "negative box width or height"),
+    "box_outside_image": ("train", _set(["annotations", 0, "bbox"], [30, 1, 4, 4]), "lie outside their image"),
+    "image_without_size": ("train", _set(["images", 0, "height"], 0), "[1] have a non-positive size"),
+    "image_without_path": ("train", lambda d: d["images"][1].pop("coco_url"), "neither file_name nor coco_url"),
+    "unknown_neg_category": ("train", _set(["images", 0, "neg_category_ids"], [42]), "neg_category_ids: [42]"),
+    "no_categories": ("train", _set(["categories"], []), "has no categories"),
+    "val_adds_a_category": ("val", _set(["annotations", 0, "category_id"], 7), "unknown category ids"),
+    "val_repeats_train_images": (
+        "val",
+        lambda d: (d["images"][0].update(id=1), d["annotations"][0].update(image_id=1)),
+        "image ids [1] are also in",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", JSON_CASES)
+def test_corrupt_json_is_refused(dataset, tmp_path, capfd, name):
+    which, change, message = JSON_CASES[name]
+    data = json.loads(json.dumps(TRAIN if which == "train" else VAL))
+    change(data)
+    bad = write_json(tmp_path / f"{which}.json", data)
+    paths = {"train": dataset["train_json"], "val": dataset["val_json"], which: bad}
+    out = tmp_path / "results" / "data"
+    code = run_step(
+        "prepare_data", f"dataset.train_json={paths['train']}", f"dataset.val_json={paths['val']}",
+        f"paths.data_dir={out}", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    error = printed(capfd)
+    assert code == 1
+    assert f"{bad}: " in error and message in error
+    assert files_under(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize("cut", ["truncated", "not_json"])
+def test_unparseable_json_is_refused(dataset, tmp_path, capfd, cut):
+    text = json.dumps(TRAIN)
+    bad = tmp_path / "train.json"
+    bad.write_text(text[: len(text) // 2] if cut == "truncated" else "images: [1, 2]")
+    out = tmp_path / "results" / "data"
+    code = run_step(
+        "prepare_data", f"dataset.train_json={bad}", f"dataset.val_json={dataset['val_json']}",
+        f"paths.data_dir={out}", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert code == 1
+    log = printed(capfd)
+    assert f"{bad}: not valid json" in log
+    assert files_under(tmp_path / "results") == []
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+
+
+def _resize(path: Path) -> None:
+    Image.new("RGB", (7, 7)).save(path)
+
+
+IMAGE_CASES = {
+    "missing": (_remove, "1 images missing: {path}"),
+    "unreadable": (_garble, "1 images unreadable: {path}"),
+    "other_size": (_resize, "of another size than the annotations say: {path} is 7x7, annotated 16x12"),
+}
+
+
+@pytest.fixture
+def image_root(dataset, tmp_path) -> Path:
+    """A private copy of the images, for a case to break."""
+    root = tmp_path / "coco"
+    for path in files_under(dataset["image_root"]):
+        target = root / path.relative_to(dataset["image_root"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    return root
+
+
+@pytest.mark.parametrize("name", IMAGE_CASES)
+def test_image_problems_stop_before_training(dataset, image_root, tmp_path, capfd, name):
+    damage, message = IMAGE_CASES[name]
+    broken = image_root / "train2017" / "b.png"
+    damage(broken)
+    results = tmp_path / "results"
+    code = run_step(
+        "check_data", f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={image_root}",
+        f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}",
+    )  # fmt: skip
+    assert code == 1
+    log = printed(capfd)
+    assert f"the images under {image_root}" in log
+    assert message.format(path=broken) in log
+    assert files_under(results) == []
+
+
+def test_all_missing_images_are_listed_together(dataset, tmp_path, capfd):
+    results = tmp_path / "results"
+    code = run_step(
+        "check_data", f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={tmp_path / 'nowhere'}",
+        f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}",
+    )  # fmt: skip
+    assert code == 1
+    log = printed(capfd)
+    assert "3 images missing: " in log
+    for name in ("train2017/a.png", "train2017/b.png", "val2017/c.png"):
+        assert str(tmp_path / "nowhere" / name) in log
+    assert files_under(results) == []
+
+
+MASK_CASES = {
+    "two_point_polygon": ([[1, 1, 5, 1]], "annotation 10: a polygon with 4 coordinates"),
+    "odd_polygon": ([[1, 1, 5, 1, 5, 5, 1]], "annotation 10: a polygon with 7 coordinates"),
+    "rle_of_another_size": ({"size": [5, 5], "counts": [25]}, "annotation 10: an RLE of size [5, 5] on a 10x20"),
+    "rle_counts_short": ({"size": [10, 20], "counts": [3, 4]}, "annotation 10: RLE counts that sum to 7, not 200"),
+}
+
+
+@pytest.mark.parametrize("name", MASK_CASES)
+def test_segmentations_that_do_not_decode_stop_before_training(dataset, tmp_path, capfd, name):
+    segmentation, message = MASK_CASES[name]
+    data = json.loads(json.dumps(TRAIN))
+    data["annotations"][0]["segmentation"] = segmentation
+    data_dir = tmp_path / "data"
+    assert run_step(
+        "prepare_data", f"dataset.train_json={write_json(tmp_path / 'train.json', data)}",
+        f"dataset.val_json={dataset['val_json']}", f"paths.data_dir={data_dir}", f"hydra.run.dir={data_dir}",
+    ) == 0  # fmt: skip
+    results = tmp_path / "results"
+    code = run_step(
+        "check_data", f"paths.data_dir={data_dir}", f"dataset.image_root={dataset['image_root']}",
+        f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}",
+    )  # fmt: skip
+    assert code == 1
+    log = printed(capfd)
+    assert f"the annotations in {data_dir}" in log and message in log
+    assert files_under(results) == []
+
+
+SPLIT_CASES = {
+    "phase_without_classes": ("phases.sizes=[2,0,1]", "phases.sizes: phase 1 would have 0 classes"),
+    "base_too_large": ("phases.base=5 phases.step=1", "phases.base = 5 is larger than the number of classes (3)"),
+    "more_classes_than_exist": ("phases.sizes=[2,2]", "phases.sizes need 4 classes ([2, 2]) but the dataset has 3"),
+    "zero_step": ("phases.base=2 phases.step=0", "phases.step = 0: a phase needs at least one class"),
+}
+
+
+@pytest.mark.parametrize("name", SPLIT_CASES)
+def test_impossible_phases_are_refused(dataset, tmp_path, capfd, name):
+    overrides, message = SPLIT_CASES[name]
+    out = tmp_path / "results" / "split"
+    code = run_step(
+        "split", f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={out}", *overrides.split(),
+        f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert code == 1
+    log = printed(capfd)
+    assert message in log
+    assert files_under(tmp_path / "results") == []
+
+
+@pytest.mark.parametrize("override", ["phases.bse=3", "trian_base.iterations=5", "eval.max_det=100"])
+def test_misspelled_config_keys_are_refused(dataset, tmp_path, capfd, override):
+    out = tmp_path / "results" / "split"
+    code = run_step("split", f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={out}", override,
+                    f"hydra.run.dir={out}")  # fmt: skip
+    assert code != 0
+    assert f"Could not override '{override.split('=')[0]}'" in capfd.readouterr().err
+    assert files_under(tmp_path / "results") == []
+
+
+def _cheap_state() -> dict[str, torch.Tensor]:
+    """torchvision's COCO key names and shapes, one value per tensor (tiny files)."""
+    layout = torchvision_layout()
+    return {key: torch.full((1,), float(i)).expand(shape) for i, (key, shape) in enumerate(layout.items())}
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def _wrong_shape(path: Path) -> None:
+    state = _cheap_state()
+    state["backbone.fpn.inner_blocks.0.0.weight"] = torch.zeros(256, 64, 1, 1)
+    torch.save(state, path)
+
+
+def _missing_key(path: Path) -> None:
+    state = _cheap_state()
+    del state["backbone.body.layer4.2.conv3.weight"]
+    torch.save(state, path)
+
+
+WEIGHTS_CASES = {
+    "wrong_shape": (
+        _wrong_shape,
+        "'backbone.fpn.inner_blocks.0.0.weight': (256, 64, 1, 1) in the checkpoint, expected (256, 256, 1, 1)",
+    ),
+    "missing_key": (_missing_key, "missing required keys ['backbone.body.layer4.2.conv3.weight' (1 in all)]"),
+    "not_a_checkpoint": (lambda p: p.write_text("weights\n"), "not a checkpoint"),
+    "unsafe_pickle": (lambda p: torch.save({"model": _Payload()}, p), "objects other than tensors"),
+    "absent": (lambda p: None, "weights file does not exist"),
+}
+
+
+@pytest.mark.parametrize("name", WEIGHTS_CASES)
+def test_bad_coco_checkpoints_are_refused(tmp_path, capfd, name):
+    make, message = WEIGHTS_CASES[name]
+    source = tmp_path / "coco.pth"
+    make(source)
+    out = tmp_path / "results" / "weights"
+    code = run_step("trim_weights", f"paths.source_weights={source}", f"paths.init={out / 'init.pt'}",
+                    f"hydra.run.dir={out}")  # fmt: skip
+    assert code == 1
+    log = printed(capfd)
+    assert f"{source}: " in log and message in log
+    assert "unpickled!" not in log
+    assert files_under(tmp_path / "results") == []
+
+
+def test_missing_images_stop_the_dag_before_training(tmp_path):
+    """Through Snakemake: the check fails before any training; its report is not written."""
+    files = {name: write_json(tmp_path / f"{name}.json", data) for name, data in (("train", TRAIN), ("val", VAL))}
+    dataset = {"name": "noimages", "train_json": str(files["train"]), "val_json": str(files["val"]),
+               "image_root": str(tmp_path / "missing")}  # fmt: skip
+    root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset, phases={"sizes": [2, 1]}, methods=["lst"])
+    result = run_snakemake(root, "results/noimages/lst/phase1/model.pt", check=False)
+    assert result.returncode != 0
+    log = (root / "results/noimages/logs/check_data.log").read_text()
+    assert f"3 images missing: {tmp_path / 'missing'}" in log
+    outputs = [p.relative_to(root / "results/noimages") for p in files_under(root / "results/noimages")]
+    assert not [p for p in outputs if p.suffix == ".pt"]
+    assert not (root / "results/noimages/data/check.md").exists()
