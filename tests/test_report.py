@@ -5,6 +5,7 @@ from lst.report import summarize, summary_markdown
 
 def _metrics(ap: float, phases: int) -> pd.DataFrame:
     rows = [("segm", "AP", ap), ("bbox", "AP", ap / 2), ("segm", "APr", 0.1), ("segm", "AP<10", -1.0)]
+    rows += [("segm", "AP10-100", 0.25), ("segm", "AP100-1000", ap - 0.2)]
     rows += [("segm", f"AP_phase{j}", ap + j / 100) for j in range(phases + 1)]
     return pd.DataFrame(rows, columns=["iou_type", "metric", "value"])
 
@@ -18,8 +19,11 @@ def test_summary_tables():
     table = summary_markdown(summary, "demo")
     assert "| lst | 50.0 | 40.0 | 30.0 |" in table  # phase 0 is the shared base model
     assert "| joint | n/a | n/a | 35.0 |" in table  # a joint baseline has no base phase
-    # last phase in detail: AP, APr, APc (absent), APf (absent), AP_phase0..2, AP<10 (no class), box AP
-    assert "| lst | 30.0 | 10.0 | n/a | n/a | 30.0 | 31.0 | 32.0 | n/a | 15.0 |" in table
+    # last phase in detail: AP, APr, APc (absent), APf (absent), AP_phase0..2, box AP
+    assert "| lst | 30.0 | 10.0 | n/a | n/a | 30.0 | 31.0 | 32.0 | 15.0 |" in table
+    # by training instances: AP<10 (no class), AP10-100, AP100-1000, AP>=1000 (absent), box AP
+    assert "| lst | n/a | 25.0 | 10.0 | n/a | 15.0 |" in table
+    assert "| joint | n/a | 25.0 | 15.0 | n/a | 17.5 |" in table
 
 
 def test_plots_are_written(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 BASE = "base"  # the shared phase-0 model, listed under this method name
+# AP by training-instance count, [low, high): the paper's "< 10 instances" claim among them
+INSTANCE_BINS = (("AP<10", 0, 10), ("AP10-100", 10, 100), ("AP100-1000", 100, 1000), ("AP>=1000", 1000, float("inf")))
 
 
 def summarize(entries: list[tuple[str, int, pd.DataFrame]]) -> pd.DataFrame:
@@ -25,6 +27,7 @@ def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
     phases = sorted(segm["phase"].unique())
     methods = [m for m in dict.fromkeys(segm["method"]) if m != BASE]
     base = segm[segm["method"] == BASE].set_index("metric")["value"]
+    last_phase = summary.groupby("method")["phase"].max()
     lines = [
         f"# {dataset}: results",
         "",
@@ -44,19 +47,19 @@ def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
 
     last = max(phases)
     phase_columns = [f"AP_phase{j}" for j in range(last + 1)]
-    columns = ["AP", "APr", "APc", "APf", *phase_columns, "AP<10"]
-    lines += [
-        "",
-        f"## After the last phase (phase {last}), mask AP; AP_phase<j>: AP of phase j's classes",
-        "",
-    ]
-    lines += ["| method | " + " | ".join(columns) + " | box AP |", "|---" * (len(columns) + 2) + "|"]
-    for method in methods or [BASE]:
-        final = summary[
-            (summary["method"] == method) & (summary["phase"] == summary[summary["method"] == method]["phase"].max())
-        ]
-        values = final[final["iou_type"] == "segm"].set_index("metric")["value"]
-        box = final[final["iou_type"] == "bbox"].set_index("metric")["value"]
-        cells = [_percent(values.get(c, -1)) for c in columns] + [_percent(box.get("AP", -1))]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    sections = (
+        (f"After the last phase (phase {last}), mask AP; AP_phase<j>: AP of phase j's classes",
+         ["AP", "APr", "APc", "APf", *phase_columns]),
+        ("After the last phase, mask AP of the classes with this many training instances",
+         [name for name, _, _ in INSTANCE_BINS]),
+    )  # fmt: skip
+    for title, columns in sections:
+        lines += ["", f"## {title}", ""]
+        lines += ["| method | " + " | ".join(columns) + " | box AP |", "|---" * (len(columns) + 2) + "|"]
+        for method in methods or [BASE]:
+            final = summary[(summary["method"] == method) & (summary["phase"] == last_phase[method])]
+            values = final[final["iou_type"] == "segm"].set_index("metric")["value"]
+            box = final[final["iou_type"] == "bbox"].set_index("metric")["value"]
+            cells = [_percent(values.get(c, -1)) for c in columns] + [_percent(box.get("AP", -1))]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
