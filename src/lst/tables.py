@@ -150,13 +150,22 @@ SUMMARY = pa.schema(
     ]
 )
 
+# periodic evaluation during training: the metrics of METRICS at each evaluated iteration
+EVAL_CURVE = pa.schema(
+    [("iteration", pa.int64()), ("iou_type", pa.string()), ("metric", pa.string()), ("value", pa.float64())]
+)
 
-def write_table(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) -> None:
-    """Write ``df`` with exactly ``schema`` (columns in schema order), atomically."""
-    missing = [name for name in schema.names if name not in df.columns]
+
+def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, schema: pa.Schema) -> None:
+    """Write ``df`` (pandas or Arrow) with exactly ``schema`` (columns in schema order), atomically."""
+    columns = df.column_names if isinstance(df, pa.Table) else df.columns
+    missing = [name for name in schema.names if name not in columns]
     if missing:
         raise TableError(f"{path}: cannot write, columns {missing} are missing")
-    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    if isinstance(df, pa.Table):
+        table = df.select(schema.names).cast(schema)
+    else:
+        table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     with atomic_path(path, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
 

@@ -1,0 +1,100 @@
+"""Evaluation every N iterations during training: the AP curve, in Parquet and in TensorBoard.
+
+A training hook (``engine.train(hooks=[...])``): on the main process only, every ``period``
+iterations, the model in training runs over the phase's val set with the evaluation settings and
+the metrics of ``lst.phase_metrics`` are appended to the curve. Rows of an iteration that is run again
+after a resume replace the earlier ones, so the curve is the same as without the interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from lst import distributed, tables
+from lst.dataset import DetectionData
+from lst.inference import detect, ground_truth
+from lst.phase_metrics import phase_metrics
+
+log = logging.getLogger(__name__)
+
+# the curve's scalars in TensorBoard and in the log
+SHOWN = ("AP", "APr", "APc", "APf")
+
+
+def read_curve(path: str | Path) -> pd.DataFrame:
+    return tables.read_table(path, tables.EVAL_CURVE)
+
+
+def write_curve(curve: pd.DataFrame, path: str | Path) -> None:
+    tables.write_table(curve.sort_values(["iteration", "iou_type", "metric"], kind="stable"), path, tables.EVAL_CURVE)
+
+
+class PeriodicEvaluation:
+    """``hook(iteration, model)``: every ``period`` iterations, metrics of ``model`` on ``data`` (val)."""
+
+    def __init__(
+        self,
+        data: DetectionData,
+        seen: pd.DataFrame,
+        phase: int,
+        period: int,
+        eval_cfg: dict[str, Any],
+        curve_path: str | Path,
+        tensorboard_dir: str | Path | None = None,
+    ):
+        self.data, self.seen, self.phase, self.period = data, seen, phase, period
+        self.eval_cfg = eval_cfg
+        self.curve_path = Path(curve_path)
+        self.tensorboard_dir = tensorboard_dir
+        self._gt: dict[str, Any] | None = None
+
+    def gt(self) -> dict[str, Any]:
+        if self._gt is None:
+            self._gt = ground_truth(self.data.images.reset_index(drop=True), self.data.annotations, self.seen)
+        return self._gt
+
+    def __call__(self, iteration: int, model: nn.Module) -> None:
+        if self.period <= 0 or iteration % self.period or not distributed.is_main():
+            return
+        started = time.perf_counter()
+        metrics = self.evaluate(model)
+        curve = read_curve(self.curve_path) if self.curve_path.is_file() else metrics.iloc[:0].assign(iteration=0)
+        curve = pd.concat([curve[curve["iteration"] < iteration], metrics.assign(iteration=iteration)])
+        write_curve(curve, self.curve_path)
+        segm = metrics[metrics["iou_type"] == "segm"].set_index("metric")["value"]
+        if self.tensorboard_dir is not None:
+            with SummaryWriter(str(self.tensorboard_dir)) as writer:
+                for row in metrics[metrics["metric"].isin(SHOWN)].itertuples():
+                    writer.add_scalar(f"eval/{row.iou_type}/{row.metric}", row.value, iteration)
+        shown = "  ".join(f"{m} {100 * segm[m]:.1f}" for m in SHOWN if segm.get(m, -1) >= 0)
+        log.info("eval at iteration %d (mask): %s  [%.0f s]", iteration, shown, time.perf_counter() - started)
+
+    def evaluate(self, model: nn.Module) -> pd.DataFrame:
+        """Metrics of ``model`` with the evaluation's score threshold and detection cap; its mode and
+        inference settings are restored afterwards."""
+        heads = model.roi_heads
+        saved = heads.score_thresh, heads.detections_per_img
+        modes = {module: module.training for module in model.modules()}  # training keeps some in eval mode
+        threshold = self.eval_cfg["score_thresh"] if self.phase == 0 else self.eval_cfg["score_thresh_incremental"]
+        heads.score_thresh, heads.detections_per_img = threshold, self.eval_cfg["max_dets"]
+        try:
+            detections = detect(model, self.data, self.eval_cfg["batch_size"], log_period=10**9,
+                                amp=self.eval_cfg["amp"])  # fmt: skip
+        finally:
+            heads.score_thresh, heads.detections_per_img = saved
+            for module, training in modes.items():
+                module.training = training
+        metrics, _ = phase_metrics(self.gt(), detections, self.seen, self.phase, **evaluation_options(self.eval_cfg))
+        return metrics
+
+
+def evaluation_options(eval_cfg: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_lvis`` keyword arguments from the Hydra ``eval`` section."""
+    return {"max_dets_per_image": eval_cfg["max_dets"], "fixed_ap": bool(eval_cfg.get("fixed_ap", False))}

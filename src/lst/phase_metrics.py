@@ -1,0 +1,33 @@
+"""A model's metrics on a phase's val set: LVIS metrics, AP of each phase's classes, AP by instance bins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lst.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
+from lst.report import INSTANCE_BINS
+
+
+def phase_metrics(
+    gt: dict[str, Any], detections: pd.DataFrame, seen: pd.DataFrame, phase: int, **evaluation: Any
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics, per_class) tables for bbox and segm; ``seen`` is the split table of the classes of phases
+    0..``phase`` (category_id, phase, instance_count, ...); ``evaluation`` goes to ``evaluate_lvis``."""
+    metrics, per_class = [], []
+    for iou_type in IOU_TYPES:
+        result = evaluate_lvis(gt, detections, iou_type, **evaluation)
+        values = dict(result.metrics)
+        for j in range(phase + 1):
+            values[f"AP_phase{j}"] = mean_ap(result.per_class, seen.loc[seen["phase"] == j, "category_id"])
+        for name, low, high in INSTANCE_BINS:
+            in_bin = seen["instance_count"].between(low, high, inclusive="left")
+            values[name] = mean_ap(result.per_class, seen.loc[in_bin, "category_id"])
+        metrics += [{"iou_type": iou_type, "metric": k, "value": float(v)} for k, v in values.items()]
+        classes = seen.merge(result.per_class[["category_id", "num_gt", "ap"]], on="category_id")
+        per_class.append(classes.assign(iou_type=iou_type))
+    per_class_table = pd.concat(per_class, ignore_index=True)
+    per_class_table["num_gt"] = per_class_table["num_gt"].astype(np.int64)
+    return pd.DataFrame(metrics), per_class_table
