@@ -60,6 +60,8 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
                 assert set(replay["category_id"]) <= new
             for name in ("metrics", "per_class", "detections"):
                 assert (folder / "eval" / f"{name}.parquet").is_file()
+            tables_md = (folder / "eval" / "metrics.md").read_text()  # the same numbers for people
+            assert "| AP |" in tables_md and "| <10 |" in tables_md and tables_md.count("\n| ") >= 12 + 6 * phase
     logits = pq.read_table(results / "lst" / "phase1" / "teacher_logits.parquet")
     assert logits.schema.field("logits").type.list_size == 1 + 12
     assert set(logits.column("flip").to_pylist()) == {False, True}
@@ -206,17 +208,21 @@ def test_reruns_are_byte_identical(tiny_run):
     assert all(torch.equal(value, weights_after[key]) for key, value in weights_before.items())
 
 
-def test_paper_dag_dry_run(tmp_path):
-    """The LVIS v0.5 config, given json files with 1,230 categories, shows all 7 phases of every method."""
-    categories = [{"id": i, "name": f"c{i}", "frequency": "r"} for i in range(1, 1231)]
+@pytest.mark.parametrize(
+    "dataset, num_categories, phases",
+    [("lvis_v0.5", 1230, {"base": 270, "step": 160}), ("lvis_v1", 1203, {"base": 363, "step": 140})],
+)
+def test_paper_dag_dry_run(tmp_path, dataset, num_categories, phases):
+    """The LVIS v0.5 (v1) config, given json files with 1,230 (1,203) categories, shows all 7 phases of every method."""
+    categories = [{"id": i, "name": f"c{i}", "frequency": "r"} for i in range(1, num_categories + 1)]
     for name in ("train", "val"):
-        path = tmp_path / "data" / "lvis" / f"lvis_v0.5_{name}.json"
+        path = tmp_path / "data" / "lvis" / f"{dataset}_{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
     (tmp_path / "data" / "weights").mkdir()
     (tmp_path / "data" / "weights" / "e2e_mask_rcnn_R_50_FPN_1x.pth").write_bytes(b"")
-    lvis = yaml.safe_load((REPO / "config" / "lvis_v0.5.yaml").read_text())
-    lvis["phases"] = {"base": 270, "step": 160}  # the number of phases is counted from the json
+    lvis = yaml.safe_load((REPO / "config" / f"{dataset}.yaml").read_text())
+    lvis["phases"] = phases  # the number of phases is counted from the json
     root = workflow_copy(tmp_path, **lvis)
     stats = run_snakemake(root, "-n").stdout.split("Job stats")[1].split("Reasons")[0]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}

@@ -103,12 +103,20 @@ def image_membership(images: pd.DataFrame, annotations: pd.DataFrame, split: pd.
     return table
 
 
-def phase_summary(split: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame:
-    """One row per phase: class count, rank range, f/c/r mix, cumulative train and val image counts."""
+def phase_summary(
+    split: pd.DataFrame, membership: pd.DataFrame, val_instances: pd.Series | None = None
+) -> pd.DataFrame:
+    """One row per phase: classes, rank range, f/c/r mix, its classes' training instances (sum, fewest and
+    most per class) and val instances, and the cumulative train and val image counts.
+
+    ``val_instances``: val annotations per category id (none given: 0).
+    """
+    first_phase = membership["first_phase"]
     rows = []
     for phase, classes in split[split["phase"] >= 0].groupby("phase"):
         mix = classes["frequency"].value_counts()
-        seen = membership["first_phase"].notna() & (membership["first_phase"] <= phase)
+        seen = first_phase.notna() & (first_phase <= phase)
+        val = 0 if val_instances is None else int(val_instances.reindex(classes["category_id"]).fillna(0).sum())
         rows.append(
             {
                 "phase": int(phase),
@@ -118,6 +126,10 @@ def phase_summary(split: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame
                 "f": int(mix.get("f", 0)),
                 "c": int(mix.get("c", 0)),
                 "r": int(mix.get("r", 0)),
+                "instances": int(classes["instance_count"].sum()),
+                "min_instances": int(classes["instance_count"].min()),
+                "max_instances": int(classes["instance_count"].max()),
+                "val_instances": val,
                 "train_images": int((seen & (membership["split"] == "train")).sum()),
                 "val_images": int((seen & (membership["split"] == "val")).sum()),
             }
@@ -126,13 +138,17 @@ def phase_summary(split: pd.DataFrame, membership: pd.DataFrame) -> pd.DataFrame
 
 
 def phase_report(phases: pd.DataFrame) -> str:
-    """Markdown table of the phases, for people."""
-    header = "| phase | classes | ranks | f / c / r | train images (cumulative) | val images (cumulative) |"
-    lines = [header, "|---|---|---|---|---|---|"]
+    """Markdown table of the phases, for people: one line per phase."""
+    header = (
+        "| phase | classes | ranks | f / c / r | train instances (per class) | val instances "
+        "| train images (cumulative) | val images (cumulative) |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for row in phases.itertuples():
         lines.append(
-            f"| {row.phase} | {row.num_classes} | {row.first_rank}-{row.last_rank} | "
-            f"{row.f} / {row.c} / {row.r} | {row.train_images} | {row.val_images} |"
+            f"| {row.phase} | {row.num_classes} | {row.first_rank}-{row.last_rank} | {row.f} / {row.c} / {row.r} | "
+            f"{row.instances} ({row.min_instances}-{row.max_instances}) | {row.val_instances} | "
+            f"{row.train_images} | {row.val_images} |"
         )
     return "\n".join(lines) + "\n"
 

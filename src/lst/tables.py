@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -84,7 +85,11 @@ PHASES = pa.schema(
         ("f", pa.int64()),
         ("c", pa.int64()),
         ("r", pa.int64()),
-        ("train_images", pa.int64()),
+        ("instances", pa.int64()),  # training instances of the phase's classes
+        ("min_instances", pa.int64()),  # of its class with the fewest
+        ("max_instances", pa.int64()),
+        ("val_instances", pa.int64()),
+        ("train_images", pa.int64()),  # cumulative: images of phases 0..k
         ("val_images", pa.int64()),
     ]
 )
@@ -156,8 +161,10 @@ EVAL_CURVE = pa.schema(
 )
 
 
-def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, schema: pa.Schema) -> None:
-    """Write ``df`` (pandas or Arrow) with exactly ``schema`` (columns in schema order), atomically."""
+def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, schema: pa.Schema, **options: Any) -> None:
+    """Write ``df`` (pandas or Arrow) with exactly ``schema`` (columns in schema order), atomically.
+
+    ``options`` go to ``pyarrow.parquet.write_table`` (e.g. a per-column ``compression``)."""
     columns = df.column_names if isinstance(df, pa.Table) else df.columns
     missing = [name for name in schema.names if name not in columns]
     if missing:
@@ -167,7 +174,7 @@ def write_table(df: pd.DataFrame | pa.Table, path: str | os.PathLike, schema: pa
     else:
         table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
     with atomic_path(path, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, **options)
 
 
 def write_arrow(table: pa.Table, path: str | os.PathLike) -> None:

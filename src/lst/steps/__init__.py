@@ -45,9 +45,10 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
     @hydra.main(version_base="1.3", config_path="../conf", config_name="lst")
     @functools.wraps(func)
     def main(cfg: DictConfig) -> None:
-        import torch
-
-        torch.set_num_threads(int(cfg.threads))
+        # torch takes about 3 s and 600 MB to import: the data steps do without it; every step that uses
+        # torch imports it at module level (before this runs), so its threads are set here all the same
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(cfg.threads))
         config = OmegaConf.to_container(cfg, resolve=True)
         try:
             func(config)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from lst import tables
-from lst.phase_data import load_split
 from lst.sampling import replay_quotas, replay_stream
 from lst.steps import require, step
 
@@ -18,7 +17,8 @@ log = logging.getLogger(__name__)
 def main(cfg: dict[str, Any]) -> None:
     data_dir, split_dir, out = require(cfg, "paths.data_dir", "paths.split_dir", "paths.replay")
     phase, train_cfg, method = cfg["phase"], cfg["train_phase"], cfg["method"]
-    split = load_split(split_dir)
+    # read with tables, not lst.phase_data, which would import torch (3 s) for nothing
+    split = tables.read_table(Path(split_dir) / "categories.parquet", tables.SPLIT_CATEGORIES)
     annotations = tables.read_table(
         Path(data_dir) / "annotations.parquet",
         tables.ANNOTATIONS,
