@@ -230,6 +230,11 @@ def _annotation_table(
     if empty:
         raise DataError(f"{path}: annotations {ids[empty][:5].tolist()} have an empty segmentation")
 
+    off_image = (boxes[:, 0] >= size[:, 0]) | (boxes[:, 1] >= size[:, 1])
+    off_image |= (boxes[:, 0] + boxes[:, 2] <= 0) | (boxes[:, 1] + boxes[:, 3] <= 0)
+    if off_image.any():  # no rounding puts a box wholly off its image: the ids or sizes are wrong
+        bad = ids[off_image][:5].tolist()
+        raise DataError(f"{path}: boxes of annotations {bad} lie outside their image ({int(off_image.sum())} in all)")
     boxes, keep = _clip_boxes(boxes, size, path)
     if keep.all():
         kept = segmentations
