@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pycocotools.mask as mask_utils
 import pytest
 
-from lst.lvis_eval import METRIC_KEYS, EvalResult, evaluate_lvis, main, mean_ap
+from lst import lvis_match
+from lst.lvis_eval import (
+    FIXED_AP_DETS_PER_CLASS,
+    METRIC_KEYS,
+    EvalResult,
+    evaluate_lvis,
+    export_lvis_results,
+    image_sizes,
+    load_detections,
+    main,
+    mean_ap,
+)
 
 lvis = pytest.importorskip("lvis")
 from lvis import LVIS, LVISEval, LVISResults  # noqa: E402
@@ -245,6 +257,183 @@ def test_other_max_dets_matches_lvis_api(lvis_np2, tmp_path, iou_type):
     assert res.metrics != evaluate_lvis(gt, dets, iou_type).metrics
 
 
+def make_crowded_case(seed: int):
+    """Clusters of overlapping ground truth of one class (duplicated boxes: equal IoUs), detections that
+    compete for them, equal scores, ground truth with an ``ignore`` flag or area 0, detections of area 0."""
+    rng = np.random.default_rng(seed)
+    cat_ids = [5, 9, 14, 20]
+    categories = [{"id": c, "name": f"c{c}", "frequency": f} for c, f in zip(cat_ids, "rcff", strict=True)]
+    images, anns, rows = [], [], []
+    for i in range(12):
+        img_id = 1000 + i
+        W, H = 240, 200
+        pos = [int(c) for c in rng.choice(cat_ids[:3], size=2, replace=False)]
+        neg = [c for c in cat_ids if c not in pos][:1]
+        images.append(
+            {
+                "id": img_id,
+                "height": H,
+                "width": W,
+                "neg_category_ids": neg,
+                "not_exhaustive_category_ids": pos[:1] if i % 3 == 0 else [],
+            }
+        )
+        for c in pos:
+            cx, cy = rng.uniform(60, 180), rng.uniform(50, 150)
+            size = rng.choice([20.0, 50.0, 110.0])
+            for j in range(int(rng.integers(3, 9))):
+                if j > 0 and rng.random() < 0.3:
+                    poly = list(anns[-1]["segmentation"][0])  # the same object annotated twice: equal IoUs
+                else:
+                    w, h = size * rng.uniform(0.7, 1.3, size=2)
+                    x0 = float(np.clip(cx - w / 2 + rng.normal(0, size / 6), 0, W - w))
+                    y0 = float(np.clip(cy - h / 2 + rng.normal(0, size / 6), 0, H - h))
+                    poly = [x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h]
+                rle = _rle(poly, H, W)
+                area = float(mask_utils.area(rle)) if rng.random() > 0.08 else 0.0  # area 0: lvis-api skips it
+                ann = {
+                    "id": 7 * len(anns) + 3,
+                    "image_id": img_id,
+                    "category_id": c,
+                    "segmentation": [poly],
+                    "area": area,
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                }
+                if rng.random() < 0.15:
+                    ann["ignore"] = 1
+                anns.append(ann)
+                for _ in range(int(rng.integers(1, 4))):
+                    rows.append((img_id, c, _jitter(rng, poly, rng.choice([0.0, 0.03, 0.1]), W, H)))
+            for _ in range(4):
+                rows.append((img_id, int(rng.choice(cat_ids)), _random_shape(rng, W, H, ("small", "medium"))))
+    recs = []
+    for img_id, c, poly in rows:
+        H, W = 200, 240
+        rle = _rle(poly, H, W)
+        x0, y0 = min(poly[0::2]), min(poly[1::2])
+        w, h = max(poly[0::2]) - x0, max(poly[1::2]) - y0
+        if rng.random() < 0.03:
+            w = 0.0  # a degenerate box: area 0, skipped by lvis-api
+        recs.append((img_id, c, x0, y0, w, h, rle["counts"]))
+    score = np.round(rng.uniform(0, 1, size=len(recs)) * 8) / 8  # many equal scores
+    dets = pd.DataFrame(
+        {
+            "image_id": np.array([r[0] for r in recs], dtype=np.int64),
+            "category_id": np.array([r[1] for r in recs], dtype=np.int64),
+            "score": score.astype(np.float32),
+            "x": np.array([r[2] for r in recs], dtype=np.float32),
+            "y": np.array([r[3] for r in recs], dtype=np.float32),
+            "w": np.array([r[4] for r in recs], dtype=np.float32),
+            "h": np.array([r[5] for r in recs], dtype=np.float32),
+            "rle_counts": pd.Series([r[6] for r in recs], dtype=object),
+        }
+    )
+    # a few exact duplicates of detections
+    dets = pd.concat([dets, dets.iloc[: len(dets) // 10]], ignore_index=True)
+    return {"images": images, "annotations": anns, "categories": categories}, dets
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_crowded_case_matches_lvis_api(lvis_np2, tmp_path, seed, iou_type):
+    gt, dets = make_crowded_case(seed)
+    assert any(a.get("ignore") for a in gt["annotations"]) and any(a["area"] == 0 for a in gt["annotations"])
+    res = evaluate_lvis(gt, dets, iou_type, max_dets_per_image=40)
+    ev = run_lvis_api(tmp_path, gt, lvis_results(gt, dets, iou_type), iou_type, max_dets=40)
+    assert_matches_lvis_api(res, ev, gt)
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_equal_iou_goes_to_the_last_ground_truth_as_in_lvis_api(lvis_np2, tmp_path, iou_type):
+    """Two different boxes with exactly the same IoU with the first detection: lvis-api gives it the one
+    it looks at last, and the second detection's match at high thresholds depends on that choice."""
+
+    def rect(x, y, w, h):
+        return [float(x), float(y), float(x + w), float(y), float(x + w), float(y + h), float(x), float(y + h)]
+
+    images = [{"id": 1, "height": 60, "width": 60, "neg_category_ids": [], "not_exhaustive_category_ids": []}]
+    anns = []
+    for i, (x, y, w, h) in enumerate([(10, 10, 10, 12), (10, 8, 10, 12)]):
+        poly = rect(x, y, w, h)
+        anns.append(
+            {"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": [poly], "area": float(w * h),
+             "bbox": [float(x), float(y), float(w), float(h)]}
+        )  # fmt: skip
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a", "frequency": "f"}]}
+    boxes = [(10, 10, 10, 10), (10, 12, 10, 10)]
+    dets = pd.DataFrame(
+        {
+            "image_id": [1, 1],
+            "category_id": [1, 1],
+            "score": [0.9, 0.8],
+            "x": [float(b[0]) for b in boxes],
+            "y": [float(b[1]) for b in boxes],
+            "w": [float(b[2]) for b in boxes],
+            "h": [float(b[3]) for b in boxes],
+            "rle_counts": [_rle(rect(*b), 60, 60)["counts"] for b in boxes],
+        }
+    )
+    res = evaluate_lvis(gt, dets, iou_type)
+    ev = run_lvis_api(tmp_path, gt, lvis_results(gt, dets, iou_type), iou_type)
+    assert_matches_lvis_api(res, ev, gt)
+    # the second detection is a true positive at 0.80 (IoU 0.83 with the first annotation, left free)
+    assert ev.eval["recall"][6, 0, 0] == 1.0 and res.metrics["AR@300"] > 0.5
+
+
+def cap_per_class(results: list[dict], k: int) -> list[dict]:
+    """The Fixed AP reference (Dave et al.'s evaluate_ap_fixed.py): each class's top ``k`` by score."""
+    by_cat: dict[int, list[dict]] = {}
+    for r in results:
+        by_cat.setdefault(r["category_id"], []).append(r)
+    # copies: lvis-api writes into the dicts it gets
+    return [dict(r) for anns in by_cat.values() for r in sorted(anns, key=lambda a: a["score"], reverse=True)[:k]]
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fixed_ap_matches_lvis_api_on_per_class_capped_results(lvis_np2, tmp_path, seed, iou_type):
+    gt, dets = make_case(seed, ties=seed == 2)
+    results = lvis_results(gt, dets, iou_type)
+    per_class = dets.groupby("category_id").size()
+    assert (dets.groupby("image_id").size() > 300).any()  # the per-image cap that Fixed AP drops
+    k = int(per_class.median())  # a cap that cuts about half of the classes
+    assert (per_class > k).any()
+
+    res = evaluate_lvis(gt, dets, iou_type, fixed_ap=True, max_dets_per_class=k)
+    ev = run_lvis_api(tmp_path, gt, cap_per_class(results, k), iou_type, max_dets=-1)
+    assert_matches_lvis_api(res, ev, gt)
+    assert res.metrics == evaluate_lvis(gt, dets, iou_type, None, max_dets_per_class=k).metrics
+
+    # the paper's K = 10,000 cuts nothing here: all detections, no per-image cap
+    full = evaluate_lvis(gt, dets, iou_type, fixed_ap=True)
+    ev = run_lvis_api(tmp_path, gt, cap_per_class(results, FIXED_AP_DETS_PER_CLASS), iou_type, max_dets=-1)
+    assert_matches_lvis_api(full, ev, gt)
+    assert full.metrics != evaluate_lvis(gt, dets, iou_type).metrics
+    assert full.metrics != res.metrics
+
+
+def test_box_iou_is_pycocotools_bit_for_bit():
+    rng = np.random.default_rng(0)
+    dt = np.c_[rng.uniform(-5, 50, (400, 2)), rng.uniform(-1, 30, (400, 2))]
+    gt = np.c_[rng.uniform(0, 50, (7, 2)), rng.uniform(0.5, 30, (7, 2))]
+    gt[3] = dt[5]  # identical boxes: IoU exactly 1
+    ref = mask_utils.iou(dt, gt, np.zeros(len(gt), dtype=np.uint8))
+    got = lvis_match.box_iou(np.repeat(dt, len(gt), axis=0), np.tile(gt, (len(dt), 1))).reshape(len(dt), len(gt))
+    assert np.array_equal(got, ref)
+    assert got[5, 3] == pytest.approx(1.0) and (got == 0).any()
+
+
+def test_recall_positions_equal_searchsorted_on_float_recall():
+    """accumulate() finds recall thresholds on integer counts; lvis-api on tp / num_gt floats."""
+    rng = np.random.default_rng(1)
+    for num_gt in [1, 2, 3, 7, 10, 29, 49, 99, 100, 101, 300, 997, 1000, 4096, 10007]:
+        need = lvis_match._min_count_for_recall(np.array([num_gt]), lvis_match.RECALL_THRESHOLDS)[0]
+        for _ in range(5):
+            tp = np.sort(rng.integers(0, num_gt + 1, size=int(rng.integers(1, 3 * num_gt + 2))))
+            expected = np.searchsorted(tp.astype(np.float64) / num_gt, lvis_match.RECALL_THRESHOLDS, side="left")
+            assert np.array_equal(np.searchsorted(tp, need, side="left"), expected), num_gt
+
+
 def test_empty_detections(lvis_np2, tmp_path):
     gt, dets = make_case(0)
     empty = dets.iloc[:0]
@@ -297,6 +486,24 @@ def test_input_errors():
         evaluate_lvis(gt, dets.drop(columns="rle_counts"), "segm")
     with pytest.raises(ValueError, match="max_dets_per_image"):
         evaluate_lvis(gt, dets, "bbox", max_dets_per_image=0)
+    with pytest.raises(ValueError, match="max_dets_per_class"):
+        evaluate_lvis(gt, dets, "bbox", max_dets_per_class=2.5)
+
+    # corrupt ground truth is refused, naming what is wrong
+    dup = copy.deepcopy(gt)
+    dup["annotations"][1]["id"] = dup["annotations"][0]["id"]
+    with pytest.raises(ValueError, match="duplicate annotation ids"):
+        evaluate_lvis(dup, dets, "bbox")
+    stray = copy.deepcopy(gt)
+    stray["annotations"][0]["image_id"] = 55555
+    with pytest.raises(ValueError, match="image id.*55555"):
+        evaluate_lvis(stray, dets, "bbox")
+    stray = copy.deepcopy(gt)
+    stray["annotations"][0]["category_id"] = 4444
+    with pytest.raises(ValueError, match="category id.*4444"):
+        evaluate_lvis(stray, dets, "segm")
+    with pytest.raises(ValueError, match="images, annotations and categories"):
+        evaluate_lvis({"images": []}, dets, "bbox")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -400,3 +607,127 @@ def test_cli_errors(tmp_path, capsys, cli_case):
 
     with pytest.raises(SystemExit):
         main(["--gt", str(gt_path), "--dets", str(good), "--iou-type", "keypoints"])
+
+
+# --------------------------------------------------------------------------- LVIS results export
+
+
+def test_export_lvis_results_round_trip(lvis_np2, tmp_path, cli_case):
+    gt, dets, gt_path = cli_case
+    out = tmp_path / "sub" / "results.json"
+    assert export_lvis_results(dets, out, image_sizes(gt)) == len(dets)
+    assert not [p for p in out.parent.iterdir() if p.name != out.name]  # no temporary file left behind
+
+    # lvis-api reads it as the evaluation server would
+    lvis_dt = LVISResults(LVIS(str(gt_path)), str(out), max_dets=-1)
+    anns = lvis_dt.dataset["annotations"]
+    hw = image_sizes(gt)
+    assert [a["image_id"] for a in anns] == dets["image_id"].tolist()
+    assert [a["category_id"] for a in anns] == dets["category_id"].tolist()
+    assert [a["score"] for a in anns] == dets["score"].astype(np.float64).tolist()
+    assert [a["bbox"] for a in anns] == dets[["x", "y", "w", "h"]].to_numpy(np.float64).tolist()
+    assert [a["segmentation"]["counts"] for a in anns] == [c.decode() for c in dets["rle_counts"]]
+    assert all(a["segmentation"]["size"] == list(hw[a["image_id"]]) for a in anns)
+
+    # and so does lst, to the same detections and the same metrics
+    back = load_detections(out)
+    for c in ("image_id", "category_id"):
+        assert back[c].tolist() == dets[c].tolist()
+    for c in ("score", "x", "y", "w", "h"):
+        assert np.array_equal(back[c].to_numpy(), dets[c].to_numpy(np.float64)), c
+    assert back["rle_counts"].tolist() == [c.decode() for c in dets["rle_counts"]]
+    for iou_type in ("bbox", "segm"):
+        assert evaluate_lvis(gt, back, iou_type).metrics == evaluate_lvis(gt, dets, iou_type).metrics
+
+
+def test_export_cli_and_errors(tmp_path, capsys, cli_case):
+    gt, dets, gt_path = cli_case
+    pq_path = tmp_path / "detections.parquet"
+    dets.to_parquet(pq_path)
+    out = tmp_path / "results.json"
+    assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--export-json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and str(out) in captured.err  # no --iou-type: export only
+    records = json.loads(out.read_text())
+    assert len(records) == len(dets)
+    assert set(records[0]) == {"image_id", "category_id", "bbox", "score", "segmentation"}
+
+    # export and evaluate in one call
+    out2 = tmp_path / "results2.json"
+    assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", "segm", "--export-json", str(out2)]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(evaluate_lvis(gt, dets, "segm").metrics, abs=1e-12)
+    assert out2.read_bytes() == out.read_bytes()
+
+    with pytest.raises(ValueError, match="image sizes"):
+        export_lvis_results(dets, tmp_path / "x.json")
+    with pytest.raises(ValueError, match="without a size"):
+        export_lvis_results(dets, tmp_path / "x.json", {1: (10, 10)})
+    # boxes alone need no sizes
+    export_lvis_results(dets.drop(columns="rle_counts"), tmp_path / "boxes.json")
+    assert "segmentation" not in json.loads((tmp_path / "boxes.json").read_text())[0]
+    assert not (tmp_path / "x.json").exists()
+    with pytest.raises(SystemExit):
+        main(["--gt", str(gt_path), "--dets", str(pq_path)])  # neither --iou-type nor --export-json
+
+
+def test_cli_fixed_ap(tmp_path, capsys, cli_case):
+    gt, dets, gt_path = cli_case
+    pq_path = tmp_path / "detections.parquet"
+    dets.to_parquet(pq_path)
+    assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", "bbox", "--fixed-ap"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == pytest.approx(evaluate_lvis(gt, dets, "bbox", fixed_ap=True).metrics, abs=1e-12)
+    assert out != pytest.approx(evaluate_lvis(gt, dets, "bbox").metrics, abs=1e-12)
+    with pytest.raises(SystemExit):
+        main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", "bbox", "--fixed-ap", "--max-dets", "100"])
+
+
+# --------------------------------------------------------------------------- per-model Markdown tables
+
+
+def test_model_markdown_has_every_table_and_number():
+    from lst.steps.evaluate import INSTANCE_BINS, model_markdown
+
+    gt, dets = make_case(1)
+    cats = sorted(c["id"] for c in gt["categories"])
+    seen = pd.DataFrame(
+        {
+            "category_id": cats,
+            "name": [f"c{c}" for c in cats],
+            "frequency": [next(x["frequency"] for x in gt["categories"] if x["id"] == c) for c in cats],
+            "phase": [0] * 6 + [1] * 6,
+            "rank": list(range(12, 0, -1)),
+            "instance_count": [5, 50, 500, 5000] * 3,
+        }
+    )
+    metrics, per_class = [], []
+    for iou_type in ("segm", "bbox"):
+        res = evaluate_lvis(gt, dets, iou_type)
+        values = dict(res.metrics)
+        for j in (0, 1):
+            values[f"AP_phase{j}"] = mean_ap(res.per_class, seen.loc[seen["phase"] == j, "category_id"])
+        for name, low, high in INSTANCE_BINS:
+            in_bin = seen["instance_count"].between(low, high, "left")
+            values[name] = mean_ap(res.per_class, seen.loc[in_bin, "category_id"])
+        metrics += [{"iou_type": iou_type, "metric": k, "value": v} for k, v in values.items()]
+        per_class.append(seen.merge(res.per_class[["category_id", "num_gt", "ap"]]).assign(iou_type=iou_type))
+    metrics, per_class = pd.DataFrame(metrics), pd.concat(per_class, ignore_index=True)
+
+    text = model_markdown(metrics, per_class, "lst, phase 1")
+    lines = text.splitlines()
+    assert lines[0] == "# lst, phase 1"
+    row = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ")}
+    value = {(r.iou_type, r.metric): r.value for r in metrics.itertuples()}
+    for k in METRIC_KEYS:
+        assert row[k] == f"| {k} | {100 * value[('segm', k)]:.1f} | {100 * value[('bbox', k)]:.1f} |"
+    assert row["0"].endswith(f"| {100 * value[('segm', 'AP_phase0')]:.1f} | {100 * value[('bbox', 'AP_phase0')]:.1f} |")
+    assert row["<10"].startswith("| <10 | 3 |")
+    # per-class rows in training order (rank), "n/a" for classes without ground truth
+    class_rows = [line for line in lines if line.startswith("| ") and re.fullmatch(r"c\d+", line.split(" | ")[1])]
+    assert [int(r.split(" | ")[0][2:]) for r in class_rows] == cats[::-1]
+    segm = per_class[per_class["iou_type"] == "segm"].set_index("category_id")
+    for r in class_rows:
+        c = int(r.split(" | ")[0][2:])
+        expected = "n/a" if np.isnan(segm.loc[c, "ap"]) else f"{100 * segm.loc[c, 'ap']:.1f}"
+        assert r.split(" | ")[-2] == expected
+    assert "n/a" in text
