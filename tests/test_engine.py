@@ -117,3 +117,102 @@ def test_freezing_counts_resnet_stages_as_maskrcnn_benchmark():
     freeze_backbone_stages(model, 5)  # the phases: the whole ResNet
     assert not any(p.requires_grad for p in body.parameters())
     assert all(p.requires_grad for p in model.backbone.fpn.parameters())
+
+
+def _run(stream, work_dir, **cfg):
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    return train(model, stream, dict(CFG, **cfg), work_dir, {"category_ids": [2, 1]}, seed=0)
+
+
+def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
+    _, stream = tiny_data
+    seen = []
+
+    def record(model, images, targets):  # runs inside the training forward
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return {}
+
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    cfg = dict(CFG, amp="bf16", iterations=3)
+    checkpoint = train(model, stream, cfg, tmp_path, {"category_ids": [2, 1]}, seed=0, extra_losses=record)
+    assert seen == [(True, torch.bfloat16)] * 3
+    # the loss stayed finite (train raises otherwise) and the weights stay float32
+    assert all(v.dtype == torch.float32 for v in checkpoint["model"].values() if v.is_floating_point())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the box predictor stays float32 under autocast
+        assert model.roi_heads.box_predictor(torch.randn(2, 32).bfloat16())[1].dtype == torch.float32
+
+
+def test_fp16_is_refused_on_cpu_and_unknown_modes_too(tiny_data, tmp_path):
+    _, stream = tiny_data
+    with pytest.raises(TrainingError, match="fp16 needs a CUDA device"):
+        _run(stream, tmp_path, amp="fp16")
+    with pytest.raises(TrainingError, match="'fp32' is not one of"):
+        _run(stream, tmp_path, amp="fp32")
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_channels_last_trains_like_the_default_layout(tiny_data, tmp_path):
+    _, stream = tiny_data
+    default = _run(stream, tmp_path / "default", iterations=2)
+    nhwc = _run(stream, tmp_path / "nhwc", iterations=2, channels_last=True)
+    for key, value in default["model"].items():
+        assert nhwc["model"][key].is_contiguous()  # checkpoints keep the default layout
+        torch.testing.assert_close(nhwc["model"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_sampling_of_an_image_does_not_depend_on_its_batch():
+    from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
+
+    from lst.engine import KeyedSampler
+
+    sampler = KeyedSampler(BalancedPositiveNegativeSampler(8, 0.25), "roi")
+    rng = torch.Generator().manual_seed(0)
+    first, second = (torch.randint(-1, 3, (200,), generator=rng) for _ in range(2))
+    sampler.keys = [11, 22]
+    together = sampler([first, second])
+    sampler.keys = [22]
+    alone = sampler([second])
+    assert torch.equal(together[0][1], alone[0][0]) and torch.equal(together[1][1], alone[1][0])
+    assert int(together[0][1].sum()) == 2 and int(together[1][1].sum()) == 6  # 8 per image, 25% positive
+    sampler.keys = [23]
+    assert not torch.equal(sampler([second])[1][0], alone[1][0])  # another key, another draw
+
+
+def test_hooks_see_every_iteration_and_training_mode_comes_back(tiny_data, tmp_path):
+    _, stream = tiny_data
+    calls = []
+
+    def evaluate_every_2(iteration, model):
+        calls.append((iteration, model.training))
+        if iteration % 2 == 0:
+            model.eval()  # as a periodic evaluation would
+
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    train(model, stream, CFG, tmp_path, {"category_ids": [2, 1]}, seed=0, hooks=[evaluate_every_2])
+    assert calls == [(i, True) for i in range(1, 7)]
+
+
+def test_a_stream_split_for_other_ranks_is_refused():
+    from lst.engine import rank_samples
+
+    samples = uniform_stream(np.arange(1, 9), 3, 2, world_size=2)
+    mine = rank_samples(samples, 1, 2)
+    assert len(mine) == 6 and list(mine["position"]) == list(range(6))
+    with pytest.raises(TrainingError, match="split for 2 training process"):
+        rank_samples(samples, 0, 1)
+
+
+def test_bf16_inference_gives_float32_columns(tiny_data):
+    from lst.inference import detect
+
+    data, _ = tiny_data
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    detections = detect(model, data, batch_size=2, amp="bf16", channels_last=True)
+    assert len(detections) > 0
+    assert detections["score"].dtype == np.float32 and detections["x"].dtype == np.float32
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        detect(model, data, batch_size=2, amp="fp16")

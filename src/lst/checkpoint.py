@@ -7,7 +7,7 @@ Layout::
      "iteration": int,               # iterations done
      "config": dict,                 # the resolved Hydra config (builtins only)
      "meta": dict,                   # provenance, e.g. input normalisation of converted weights
-     "optimizer": ..., "scheduler": ..., "rng": ...}  # only in training checkpoints
+     "optimizer": ..., "scheduler": ..., "run_id": ...}  # only in training checkpoints
 """
 
 from __future__ import annotations

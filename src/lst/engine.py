@@ -1,20 +1,37 @@
-"""The training loop shared by every phase: optimiser, schedule, checkpoints, resume, logging."""
+"""The training loop shared by every phase: optimiser, schedule, checkpoints, resume, logging, DDP, AMP.
+
+One process, or one rank of a DDP group (lst.distributed): ``batch_size`` is the images per process,
+so an iteration sees ``batch_size x world size`` images and rank r takes the r-th slice of that global
+batch. DistributedDataParallel averages the gradients; rank 0 alone writes checkpoints, TensorBoard
+and the log file, and every rank resumes from rank 0's ``last.pt``.
+
+The random choices inside a step (which anchors and RoIs the balanced samplers keep) are drawn per
+image, from a generator keyed by (seed, iteration, the image's place in the global batch), and batch
+norm covers the global batch: W processes of b images train as one process of W*b images (exactly
+so when every image yields the same number of sampled anchors, RoIs and mask positives, as torchvision
+averages each loss over the batch), and a resumed run draws what the uninterrupted one drew.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
+from lst import distributed
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream, collate
 
@@ -22,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # (model, images, targets) -> extra loss terms, e.g. distillation
 ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+# (iteration, model) -> None, called on every rank after each update (see ``train``)
+Hook = Callable[[int, nn.Module], None]
 
 
 class TrainingError(RuntimeError):
@@ -79,6 +98,96 @@ def _format_eta(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def sample_seed(*key: int | str) -> int:
+    """A 63-bit seed from a key, e.g. (seed, iteration, index in the global batch)."""
+    digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class KeyedSampler(BalancedPositiveNegativeSampler):
+    """torchvision's balanced positive/negative sampler, drawing each image's choice from its own key.
+
+    torchvision draws from the global RNG, image after image: the draw for an image would depend on the
+    images before it in the process's batch, so splitting a batch across processes, or resuming, would
+    change what is sampled. Here image i of a call uses generator seed ``keys[i]`` (set by the engine
+    before each forward) mixed with this sampler's name.
+    """
+
+    def __init__(self, sampler: BalancedPositiveNegativeSampler, name: str):
+        super().__init__(sampler.batch_size_per_image, sampler.positive_fraction)
+        self.name = name
+        self.keys: list[int] = []
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def _generator(self, device: torch.device, key: int) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device)
+        return self._generators[device].manual_seed(sample_seed(key, self.name))
+
+    def __call__(self, matched_idxs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if len(self.keys) != len(matched_idxs):
+            raise RuntimeError(f"{self.name} sampler: {len(matched_idxs)} images but {len(self.keys)} keys")
+        positives, negatives = [], []
+        for key, matched in zip(self.keys, matched_idxs, strict=True):
+            positive = torch.where(matched >= 1)[0]
+            negative = torch.where(matched == 0)[0]
+            num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
+            num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
+            generator, device = self._generator(matched.device, key), matched.device
+            chosen_pos = positive[torch.randperm(positive.numel(), generator=generator, device=device)[:num_pos]]
+            chosen_neg = negative[torch.randperm(negative.numel(), generator=generator, device=device)[:num_neg]]
+            pos_mask = torch.zeros_like(matched, dtype=torch.uint8)
+            neg_mask = torch.zeros_like(matched, dtype=torch.uint8)
+            pos_mask[chosen_pos] = 1
+            neg_mask[chosen_neg] = 1
+            positives.append(pos_mask)
+            negatives.append(neg_mask)
+        return positives, negatives
+
+
+@contextlib.contextmanager
+def keyed_sampling(model: nn.Module) -> Iterator[Callable[[list[int]], None]]:
+    """Swap the RPN's and RoI heads' samplers for keyed ones; yield the function that sets the batch's keys."""
+    owners = [(module, name) for module, name in ((model.rpn, "rpn"), (model.roi_heads, "roi")) if module is not None]
+    originals = [owner.fg_bg_sampler for owner, _ in owners]
+    samplers = [KeyedSampler(sampler, name) for sampler, (_, name) in zip(originals, owners, strict=True)]
+    for (owner, _), sampler in zip(owners, samplers, strict=True):
+        owner.fg_bg_sampler = sampler
+
+    def set_keys(keys: list[int]) -> None:
+        for sampler in samplers:
+            sampler.keys = keys
+
+    try:
+        yield set_keys
+    finally:
+        for (owner, _), sampler in zip(owners, originals, strict=True):
+            owner.fg_bg_sampler = sampler
+
+
+class LossStep(nn.Module):
+    """The model's losses and the extra terms in one forward: the module that DDP wraps, so that the
+    gradients of the extra terms are averaged with the rest."""
+
+    def __init__(self, model: nn.Module, extra_losses: ExtraLosses | None = None):
+        super().__init__()
+        self.model = model
+        self.extra_losses = extra_losses
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        losses = self.model(images, targets)
+        if self.extra_losses is not None:
+            # a second pass that only ranks with matching images make: no batch-norm collectives in it
+            with distributed.local_batchnorm():
+                losses.update(self.extra_losses(self.model, images, targets))
+        return losses
+
+
+def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in the default layout, whatever memory format training used."""
+    return {key: value.contiguous() for key, value in model.state_dict().items()}
+
+
 def train(
     model: nn.Module,
     stream: SampleStream,
@@ -88,113 +197,184 @@ def train(
     seed: int,
     extra_losses: ExtraLosses | None = None,
     device: torch.device | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> dict[str, Any]:
     """Train ``model`` on ``stream`` for ``cfg['iterations']`` iterations; return the final checkpoint dict.
 
-    Every ``checkpoint_period`` iterations ``work_dir/last.pt`` holds model, optimiser, schedule and
-    RNG state; a rerun with the same fingerprint resumes from it and ends with the same weights.
+    ``stream`` is this process's share of the samples, ``cfg['batch_size']`` per iteration. Every
+    ``checkpoint_period`` iterations ``work_dir/last.pt`` holds model, optimiser, schedule (and fp16
+    loss-scale) state; a rerun with the same fingerprint resumes from it and ends with the same weights.
+    ``cfg['amp']`` (off, bf16, fp16) and ``cfg['channels_last']`` set the precision and memory layout.
+
+    ``hooks`` are called on every rank as ``hook(iteration, model)`` after each update and before that
+    iteration's checkpoint, e.g. for periodic evaluation; a hook decides when to act (every N
+    iterations, on rank 0 alone: the other ranks wait in their next collective) and may put the model
+    in eval mode: the engine restores training mode after them.
     """
     work_dir = Path(work_dir)
     last_path = work_dir / "last.pt"
     iterations, batch_size = cfg["iterations"], cfg["batch_size"]
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     if len(stream) < iterations * batch_size:
         raise TrainingError(f"the sample stream has {len(stream)} samples, {iterations * batch_size} needed")
-    # what the run depends on: a checkpoint of any other run must not be resumed
+    # what the run depends on, the same on every rank: a checkpoint of any other run must not be resumed
     run_id = fingerprint(
         cfg,
         checkpoint_fields.get("config"),
         checkpoint_fields.get("category_ids"),
         checkpoint_fields.get("fingerprint"),
-        stream.digest(),
+        distributed.all_gather_object(stream.digest()),
         seed,
     )
 
     device = device or torch.device("cpu")
+    try:
+        amp = distributed.amp_mode(cfg.get("amp", "off"), device)
+    except ValueError as error:  # a configuration error: one clear line, as for the other input errors
+        raise TrainingError(f"train.{error}") from None
     model.to(device)
+    if cfg.get("channels_last", False):
+        distributed.channels_last(model)
+    if world > 1 and (synced := distributed.sync_batchnorm(model)):
+        log.info("%d batch-norm layers normalise over the global batch of %d ranks", synced, world)
     frozen = freeze_backbone_stages(model, cfg["freeze_backbone_stages"])
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
-    torch.manual_seed(seed)
+    # fp16 needs loss scaling against underflowing gradients; bf16 has float32's range
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     start = 0
     if last_path.exists():
-        state = load_checkpoint(last_path, required=("model", "optimizer", "scheduler", "rng", "iteration"))
+        state = load_checkpoint(last_path, required=("model", "optimizer", "scheduler", "iteration"))
         if state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
             start = int(state["iteration"])
             log.info("resuming from %s at iteration %d", last_path, start)
         else:
             log.warning("%s was made with another configuration: training from the start", last_path)
+    distributed.barrier()  # every rank has read last.pt before rank 0 may replace it
 
+    step: nn.Module = LossStep(model, extra_losses)
+    if world > 1:
+        step = DistributedDataParallel(
+            step,
+            device_ids=[device] if device.type == "cuda" else None,
+            forward_sync_buffers=False,  # batch norm is synchronised or frozen: the buffers agree already
+            gradient_as_bucket_view=True,
+        )
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(stream, range(start * batch_size, iterations * batch_size)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=cfg["num_workers"],
         collate_fn=collate,
+        pin_memory=device.type == "cuda",
         # its own generator: the loader must not draw from the global RNG, or resuming would diverge
         generator=torch.Generator().manual_seed(seed),
     )
-    writer = SummaryWriter(str(work_dir / "tensorboard"), purge_step=start)
+    writer = SummaryWriter(str(work_dir / "tensorboard"), purge_step=start) if main else None
 
     def snapshot(iteration: int) -> None:
-        save_checkpoint(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "iteration": iteration,
-                "run_id": run_id,
-            },
-            last_path,
-        )
+        if not main:
+            return
+        state = {
+            "model": _contiguous_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "iteration": iteration,
+            "run_id": run_id,
+        }
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
+        save_checkpoint(state, last_path)
 
-    model.train()
-    for module in frozen:
-        module.eval()
-    log.info("training %d iterations of %d images from iteration %d", iterations, batch_size, start)
+    def train_mode() -> None:
+        model.train()
+        for module in frozen:
+            module.eval()
+
+    train_mode()
+    log.info(
+        "training %d iterations of %d images (%d per process x %d) from iteration %d%s",
+        iterations, batch_size * world, batch_size, world, start, f", autocast {amp}" if amp != "off" else "",
+    )  # fmt: skip
     started, data_time, tick = time.perf_counter(), 0.0, time.perf_counter()
     iteration = start
-    for iteration, (images, targets) in enumerate(loader, start=start + 1):
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{key: value.to(device, non_blocking=True) for key, value in t.items()} for t in targets]
-        data_time += time.perf_counter() - tick
-        losses = model(images, targets)
-        if extra_losses is not None:
-            losses.update(extra_losses(model, images, targets))
-        total = sum(losses.values())
-        if not torch.isfinite(total):
-            terms = {k: round(float(v), 4) for k, v in losses.items()}
-            raise TrainingError(
-                f"iteration {iteration}: the loss is not finite ({terms}); the last good checkpoint is {last_path}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        scheduler.step()
+    with keyed_sampling(model) as set_keys:
+        for iteration, (images, targets) in enumerate(loader, start=start + 1):
+            images = [image.to(device, non_blocking=True) for image in images]
+            targets = [{key: value.to(device, non_blocking=True) for key, value in t.items()} for t in targets]
+            data_time += time.perf_counter() - tick
+            # every draw of this step is keyed by the iteration: the same with or without a resume
+            torch.manual_seed(sample_seed(seed, iteration, "rank", rank))
+            set_keys([sample_seed(seed, iteration, rank * batch_size + j) for j in range(len(images))])
+            with distributed.autocast(device, amp):
+                losses = step(images, targets)
+            total = sum(losses.values())
+            if not torch.isfinite(total):
+                terms = {k: round(float(v.detach()), 4) for k, v in losses.items()}
+                raise TrainingError(
+                    f"iteration {iteration}: the loss is not finite ({terms}) on rank {rank}; "
+                    f"the last good checkpoint is {last_path}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
 
-        if iteration % cfg["log_period"] == 0 or iteration == iterations:
-            losses, total = {k: v.detach() for k, v in losses.items()}, total.detach()
-            elapsed = time.perf_counter() - started
-            per_iteration = elapsed / (iteration - start)
-            terms = "  ".join(f"{k.removeprefix('loss_')} {float(v):.3f}" for k, v in losses.items())
-            log.info(
-                "iter %d/%d  loss %.3f  (%s)  lr %.2e  %.2f s/it (data %.0f%%)  eta %s",
-                iteration, iterations, float(total), terms, optimizer.param_groups[0]["lr"], per_iteration,
-                100 * data_time / elapsed, _format_eta(per_iteration * (iterations - iteration)),
-            )  # fmt: skip
-            writer.add_scalar("loss/total", float(total), iteration)
-            for key, value in losses.items():
-                writer.add_scalar(f"loss/{key}", float(value), iteration)
-            writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
-        if iteration % cfg["checkpoint_period"] == 0 and iteration < iterations:
-            snapshot(iteration)
-        tick = time.perf_counter()
-    writer.close()
+            if iteration % cfg["log_period"] == 0 or iteration == iterations:
+                # the loss of the global batch: every rank takes part, rank 0 writes
+                logged = {k: float(v) for k, v in distributed.mean_over_ranks({"loss_total": total, **losses}).items()}
+                if writer is not None:
+                    elapsed = time.perf_counter() - started
+                    per_iteration = elapsed / (iteration - start)
+                    mean_total = logged.pop("loss_total")
+                    terms = "  ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in logged.items())
+                    log.info(
+                        "iter %d/%d  loss %.3f  (%s)  lr %.2e  %.2f s/it (data %.1f%%)  eta %s",
+                        iteration, iterations, mean_total, terms, optimizer.param_groups[0]["lr"], per_iteration,
+                        100 * data_time / elapsed, _format_eta(per_iteration * (iterations - iteration)),
+                    )  # fmt: skip
+                    writer.add_scalar("loss/total", mean_total, iteration)
+                    for key, value in logged.items():
+                        writer.add_scalar(f"loss/{key}", value, iteration)
+                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
+            if hooks:
+                for hook in hooks:
+                    hook(iteration, model)
+                train_mode()
+            if iteration % cfg["checkpoint_period"] == 0 and iteration < iterations:
+                snapshot(iteration)
+            tick = time.perf_counter()
+    if writer is not None:
+        writer.close()
     if iteration != iterations:
         raise TrainingError(f"training stopped at iteration {iteration} of {iterations}")
+    check_replicas(model)
     snapshot(iterations)
-    return {"model": model.state_dict(), "iteration": iterations, **checkpoint_fields}
+    return {"model": _contiguous_state(model), "iteration": iterations, **checkpoint_fields}
+
+
+def check_replicas(model: nn.Module) -> None:
+    """All ranks must end with the same weights; rank 0 logs every rank's digest (identical checkpoints)."""
+    if distributed.world_size() == 1:
+        return
+    digests = distributed.all_gather_object(distributed.state_digest(model.state_dict()))
+    if len(set(digests)) != 1:
+        raise TrainingError(f"the ranks ended with different weights: state digests by rank {digests}")
+    log.info("state digests by rank: %s (the replicas agree)", " ".join(digests))
+
+
+def rank_samples(samples: pd.DataFrame, rank: int, world_size: int) -> pd.DataFrame:
+    """This rank's samples of a stream split across ``world_size`` processes (columns rank, position), in order."""
+    ranks = sorted(int(r) for r in samples["rank"].unique())
+    if ranks != list(range(world_size)):
+        raise TrainingError(
+            f"the sample stream was split for {len(ranks)} training process(es) but this run has {world_size}: "
+            "build it with replay.world_size equal to the processes per training job"
+        )
+    return samples[samples["rank"] == rank].sort_values("position", kind="stable")

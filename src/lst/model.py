@@ -51,11 +51,15 @@ class CosineBoxPredictor(nn.Module):
 
     def cosine(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine similarity to every class row (background first), without the scale."""
-        return F.normalize(features.flatten(start_dim=1), dim=1) @ F.normalize(self.cls_score.weight, dim=1).t()
+        with torch.autocast(features.device.type, enabled=False):  # float32 under AMP, as forward
+            features = features.flatten(start_dim=1).float()
+            return F.normalize(features, dim=1) @ F.normalize(self.cls_score.weight, dim=1).t()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.flatten(start_dim=1)
-        return self.scale * self.cosine(x), self.bbox_pred(x)
+        # float32 under AMP: bf16 box deltas and cosines are too coarse (boxes would move by pixels)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.flatten(start_dim=1).float()
+            return self.scale * self.cosine(x), self.bbox_pred(x)
 
 
 class MaskWeightTransferPredictor(nn.Module):

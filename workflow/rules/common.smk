@@ -83,6 +83,7 @@ def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
         f"method.distill={flags['distill']}",
         f"method.meta={flags['meta']}",
         f"method.repeat_factor_sampling={JOINT.get(method, False)}",
+        f"replay.world_size={PROCESSES_PER_TRAIN}",  # replay streams are split for the training processes
         f"hydra.run.dir={run_dir}",
         f"hydra.output_subdir=.hydra/{step}",
         f"hydra.job.name={step}",
@@ -94,6 +95,23 @@ def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
         args.append(f"paths.{key}={value}")
     args += config.get("overrides", {}).get("all", []) + config.get("overrides", {}).get(step, [])
     return " ".join(shlex.quote(str(arg)) for arg in args)
+
+
+# Processes of each training job (DDP): one per GPU, or gloo processes on a CPU; above 1, torchrun starts them.
+PROCESSES_PER_TRAIN = config.get("processes_per_train", 1)
+
+
+def train_command(module):
+    """python -m <module>, or torchrun with PROCESSES_PER_TRAIN processes on this node."""
+    python = shlex.quote(PYTHON)
+    if PROCESSES_PER_TRAIN == 1:
+        return f"{python} -m {module}"
+    return f"{python} -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN} -m {module}"
+
+
+def threads_per_process(threads):
+    """torch threads of each training process: the job's threads shared among its processes."""
+    return max(1, threads // PROCESSES_PER_TRAIN)
 
 
 def model_path(method, phase):

@@ -1,4 +1,6 @@
 INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
+# train_base, train_joint and train_phase run config["processes_per_train"] DDP processes (torchrun when > 1),
+# sharing the job's threads; train_meta stays one process.
 
 
 rule train_base:
@@ -15,13 +17,14 @@ rule train_base:
         f"{RESULTS}/benchmarks/train_base.tsv"
     threads: config["threads"]
     params:
+        command=train_command("lst.steps.train_base"),
         args=lambda w, output, threads: hydra_args(
-            "train_base", f"{RESULTS}/{BASE}/phase0", threads, BASE, 0,
+            "train_base", f"{RESULTS}/{BASE}/phase0", threads_per_process(threads), BASE, 0,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
             model=output[0], work_dir=f"{RESULTS}/{BASE}/phase0/train",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.train_base {params.args} > {log:q} 2>&1"
+        "{params.command} {params.args} > {log:q} 2>&1"
 
 
 rule train_meta:
@@ -62,13 +65,14 @@ rule train_joint:
         f"{RESULTS}/benchmarks/train_joint/{{method}}.tsv"
     threads: config["threads"]
     params:
+        command=train_command("lst.steps.train_base"),
         args=lambda w, output, threads: hydra_args(
-            "train_base", f"{RESULTS}/{w.method}/phase{K}", threads, w.method, K,
+            "train_base", f"{RESULTS}/{w.method}/phase{K}", threads_per_process(threads), w.method, K,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
             model=output[0], work_dir=f"{RESULTS}/{w.method}/phase{K}/train",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.train_base {params.args} > {log:q} 2>&1"
+        "{params.command} {params.args} > {log:q} 2>&1"
 
 
 def train_phase_inputs(w):
@@ -100,15 +104,16 @@ rule train_phase:
         f"{RESULTS}/benchmarks/train_phase/{{method}}_phase{{phase}}.tsv"
     threads: config["threads"]
     params:
+        command=train_command("lst.steps.train_phase"),
         args=lambda w, input, output, threads: hydra_args(
-            "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", threads, w.method, w.phase,
+            "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", threads_per_process(threads), w.method, w.phase,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
             replay=input.replay, teacher_logits=input.get("teacher_logits", "null"), meta=input.get("meta", "null"),
             model=output[0],
             work_dir=f"{RESULTS}/{w.method}/phase{w.phase}/train",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.train_phase {params.args} > {log:q} 2>&1"
+        "{params.command} {params.args} > {log:q} 2>&1"
 
 
 # Phase 0 of every incremental method is the shared base model: a relative link keeps the

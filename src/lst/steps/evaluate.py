@@ -43,7 +43,9 @@ def main(cfg: dict[str, Any]) -> None:
     model.load_state_dict(checkpoint["model"])
     model.to(pick_device(cfg["device"]))
     log.info("evaluating %s on %d val images", model_path, len(data.image_ids()))
-    detections = detect(model, data, eval_cfg["batch_size"])
+    detections = detect(
+        model, data, eval_cfg["batch_size"], amp=eval_cfg["amp"], channels_last=eval_cfg["channels_last"]
+    )
     tables.write_table(detections, out_dir / "detections.parquet", tables.DETECTIONS)
 
     split = load_split(split_dir)

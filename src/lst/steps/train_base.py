@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
+from lst import distributed
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
-from lst.engine import train
+from lst.engine import rank_samples, train
 from lst.io import file_digest
-from lst.model import build_model, pick_device
+from lst.model import build_model
 from lst.phase_data import phase_data
 from lst.sampling import repeat_factor_stream, repeat_factors, uniform_stream
 from lst.steps import require, step
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 @step
 def main(cfg: dict[str, Any]) -> None:
+    with distributed.launch(cfg["device"]) as context:
+        run(cfg, context)
+
+
+def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     data_dir, split_dir, image_root, model_path, work_dir = require(
         cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.model", "paths.work_dir"
     )
@@ -49,13 +55,15 @@ def main(cfg: dict[str, Any]) -> None:
         log.info("initialised from %s", cfg["paths"]["init"])
     else:
         log.info("no COCO checkpoint configured: the model trains from scratch")
-    budget = (train_cfg["iterations"], train_cfg["batch_size"])
+    # the global stream (batch_size images per process per iteration), of which this rank takes its share
+    budget = (train_cfg["iterations"], train_cfg["batch_size"], context.world_size)
     if method["repeat_factor_sampling"]:
         factors = repeat_factors(data.annotations, cfg["rfs_threshold"])
         log.info("repeat-factor sampling: %.2f images per epoch per image on average", factors.mean())
         stream = repeat_factor_stream(factors, *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
     else:
         stream = uniform_stream(data.image_ids(), *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
+    stream = rank_samples(stream, context.rank, context.world_size)
     log.info(
         "%s (phases 0..%d): %d classes, %d training images",
         method["name"], phase, len(data.category_ids), len(data.image_ids()),
@@ -72,10 +80,11 @@ def main(cfg: dict[str, Any]) -> None:
             "fingerprint": file_digest(cfg["paths"]["init"]),
         },
         seed=seed,
-        device=pick_device(cfg["device"]),
+        device=context.device,
     )
-    save_checkpoint(checkpoint, model_path)
-    log.info("wrote %s", Path(model_path))
+    if context.is_main:
+        save_checkpoint(checkpoint, model_path)
+        log.info("wrote %s", Path(model_path))
 
 
 if __name__ == "__main__":

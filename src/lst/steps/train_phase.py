@@ -1,4 +1,8 @@
-"""Train incremental phase k from phase k-1's model: grow the classifier, train on the phase's stream."""
+"""Train incremental phase k from phase k-1's model: grow the classifier, train on the phase's stream.
+
+Run alone, or under ``torchrun --nproc_per_node=N`` for N DDP processes: the replay stream must have been
+built for N processes (``replay.world_size``); rank r trains on the samples of rank r (lst.engine).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,14 @@ from typing import Any
 
 import torch
 
-from lst import tables
+from lst import distributed, tables
 from lst.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
 from lst.distill import DistillationLoss
-from lst.engine import train
+from lst.engine import rank_samples, train
 from lst.io import file_digest
 from lst.meta import WeightGenerator, class_features
-from lst.model import build_model, grow_classifier, pick_device
+from lst.model import build_model, grow_classifier
 from lst.phase_data import phase_data
 from lst.steps import require, step
 
@@ -23,6 +27,11 @@ log = logging.getLogger(__name__)
 
 @step
 def main(cfg: dict[str, Any]) -> None:
+    with distributed.launch(cfg["device"]) as context:
+        run(cfg, context)
+
+
+def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     data_dir, split_dir, image_root, previous_path, replay_path, model_path, work_dir = require(
         cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.previous", "paths.replay",
         "paths.model", "paths.work_dir",
@@ -43,7 +52,7 @@ def main(cfg: dict[str, Any]) -> None:
         (meta_path,) = require(cfg, "paths.meta")
         initialise_new_rows(model, data, len(old_ids), meta_path, cfg)
     replay = tables.read_table(replay_path, tables.REPLAY)
-    stream = replay[replay["rank"] == 0].sort_values("position")
+    stream = rank_samples(replay, context.rank, context.world_size)
     log.info(
         "phase %d (%s): %d old + %d new classes, %d samples",
         phase, cfg["method"]["name"], len(old_ids), len(data.category_ids) - len(old_ids), len(stream),
@@ -74,10 +83,11 @@ def main(cfg: dict[str, Any]) -> None:
         },
         seed=seed,
         extra_losses=extra_losses,
-        device=pick_device(cfg["device"]),
+        device=context.device,
     )
-    save_checkpoint(checkpoint, model_path)
-    log.info("wrote %s", model_path)
+    if context.is_main:
+        save_checkpoint(checkpoint, model_path)
+        log.info("wrote %s", model_path)
 
 
 def initialise_new_rows(model, data, num_old: int, meta_path: str, cfg: dict[str, Any]) -> None:
