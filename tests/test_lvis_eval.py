@@ -686,7 +686,7 @@ def test_cli_fixed_ap(tmp_path, capsys, cli_case):
 
 
 def test_model_markdown_has_every_table_and_number():
-    from lst.steps.evaluate import INSTANCE_BINS, model_markdown
+    from lst.report import INSTANCE_BINS, model_markdown
 
     gt, dets = make_case(1)
     cats = sorted(c["id"] for c in gt["categories"])

@@ -95,8 +95,12 @@ def test_metrics_and_summary(tiny_run):
     assert pairs == {("base", 0), ("joint_rfs", 2)} | incremental
     table = (results / "summary.md").read_text()
     assert "| finetune |" in table and "| lst |" in table and "| joint_rfs |" in table
-    for plot in ("forgetting.png", "per_class_ap.png"):
+    for plot in ("forgetting.png", "per_class_ap.png", "eval_curve.png"):
         assert (results / "plots" / plot).read_bytes().startswith(b"\x89PNG")
+    # periodic evaluation is off in the tiny preset: every model has an empty curve
+    for folder in ("base/phase0", "lst/phase0", "lst/phase2", "joint_rfs/phase2"):
+        curve = pd.read_parquet(results / folder / "eval_curve.parquet")
+        assert list(curve.columns) == ["iteration", "iou_type", "metric", "value"] and curve.empty
 
 
 def test_html_report(tiny_run):

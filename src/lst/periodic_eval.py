@@ -20,12 +20,14 @@ from torch.utils.tensorboard import SummaryWriter
 from lst import distributed, tables
 from lst.dataset import DetectionData
 from lst.inference import detect, ground_truth
-from lst.phase_metrics import phase_metrics
+from lst.phase_data import load_split, phase_data
+from lst.phase_metrics import evaluation_options, phase_metrics
 
 log = logging.getLogger(__name__)
 
 # the curve's scalars in TensorBoard and in the log
 SHOWN = ("AP", "APr", "APc", "APf")
+CURVE = "eval_curve.parquet"  # in a training run's work dir
 
 
 def read_curve(path: str | Path) -> pd.DataFrame:
@@ -95,6 +97,22 @@ class PeriodicEvaluation:
         return metrics
 
 
-def evaluation_options(eval_cfg: dict[str, Any]) -> dict[str, Any]:
-    """``evaluate_lvis`` keyword arguments from the Hydra ``eval`` section."""
-    return {"max_dets_per_image": eval_cfg["max_dets"], "fixed_ap": bool(eval_cfg.get("fixed_ap", False))}
+def training_hooks(cfg: dict[str, Any], period: int, work_dir: str | Path) -> list[PeriodicEvaluation]:
+    """The periodic evaluation of a training step (none when ``period`` is 0), on its phase's val set;
+    the curve is kept in ``work_dir`` so that it survives a resume."""
+    if period <= 0:
+        return []
+    paths, phase = cfg["paths"], cfg["phase"]
+    data = phase_data(paths["data_dir"], paths["split_dir"], phase, "val", cfg["dataset"]["image_root"], False)
+    split = load_split(paths["split_dir"])
+    seen = split[split["category_id"].isin(data.category_ids)]
+    log.info("evaluating every %d iterations on %d val images", period, len(data.image_ids()))
+    work_dir = Path(work_dir)
+    return [PeriodicEvaluation(data, seen, phase, period, cfg["eval"], work_dir / CURVE, work_dir / "tensorboard")]
+
+
+def publish_curve(work_dir: str | Path, path: str | Path) -> None:
+    """Copy the curve kept in ``work_dir`` to the step's output ``path`` (an empty table if none was run)."""
+    kept = Path(work_dir) / CURVE
+    curve = read_curve(kept) if kept.is_file() else pd.DataFrame(columns=tables.EVAL_CURVE.names)
+    write_curve(curve, path)

@@ -31,3 +31,8 @@ def phase_metrics(
     per_class_table = pd.concat(per_class, ignore_index=True)
     per_class_table["num_gt"] = per_class_table["num_gt"].astype(np.int64)
     return pd.DataFrame(metrics), per_class_table
+
+
+def evaluation_options(eval_cfg: dict[str, Any]) -> dict[str, Any]:
+    """``evaluate_lvis`` keyword arguments from the Hydra ``eval`` section."""
+    return {"max_dets_per_image": eval_cfg["max_dets"], "fixed_ap": bool(eval_cfg.get("fixed_ap", False))}

@@ -63,3 +63,23 @@ def per_class_plot(per_class: dict[str, pd.DataFrame], path: str | os.PathLike) 
     axis.grid(alpha=0.3)
     axis.legend(fontsize="small")
     _save(figure, path)
+
+
+def eval_curve_plot(curves: dict[tuple[str, int], pd.DataFrame], path: str | os.PathLike) -> None:
+    """Mask AP during training (periodic evaluation), a line per (method, phase) model; a note when none ran."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    styles = ["-", "--", ":", "-."]
+    for (method, phase), curve in sorted(curves.items()):
+        rows = curve[(curve["iou_type"] == "segm") & (curve["metric"] == "AP")].sort_values("iteration")
+        if not rows.empty:
+            axis.plot(rows["iteration"], 100 * rows["value"], marker=".", linestyle=styles[phase % len(styles)],
+                      label=f"{method} phase {phase}", color=_colour(method))  # fmt: skip
+    if axis.lines:
+        axis.legend(fontsize="small")
+    else:
+        axis.text(0.5, 0.5, "no periodic evaluation (eval.period = 0)", ha="center", va="center",
+                  transform=axis.transAxes)  # fmt: skip
+    axis.set_xlabel("iteration")
+    axis.set_ylabel("mask AP (%)")
+    axis.grid(alpha=0.3)
+    _save(figure, path)

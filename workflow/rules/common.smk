@@ -114,6 +114,12 @@ def threads_per_process(threads):
     return max(1, threads // PROCESSES_PER_TRAIN)
 
 
+# a phase-0 model folder's files, linked from base/phase0 into every incremental method's phase0
+BASE_FILES = ("model.pt", "eval_curve.parquet") + tuple(
+    f"eval/{name}" for name in ("metrics.parquet", "per_class.parquet", "detections.parquet", "metrics.md")
+)
+
+
 def model_path(method, phase):
     return f"{RESULTS}/{BASE}/phase0/model.pt" if int(phase) == 0 else f"{RESULTS}/{method}/phase{phase}/model.pt"
 

@@ -5,7 +5,7 @@ rule evaluate:
         CHECKED,
         model=f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
     output:
-        multiext(f"{RESULTS}/{{method}}/phase{{phase}}/eval/", "metrics.parquet", "per_class.parquet", "detections.parquet"),
+        multiext(f"{RESULTS}/{{method}}/phase{{phase}}/eval/", "metrics.parquet", "per_class.parquet", "detections.parquet", "metrics.md"),
     log:
         f"{RESULTS}/logs/evaluate/{{method}}_phase{{phase}}.log",
     benchmark:

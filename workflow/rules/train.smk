@@ -11,6 +11,7 @@ rule train_base:
         init=INIT or [],
     output:
         f"{RESULTS}/{BASE}/phase0/model.pt",
+        curve=f"{RESULTS}/{BASE}/phase0/eval_curve.parquet",
     log:
         f"{RESULTS}/logs/train_base.log",
     benchmark:
@@ -21,7 +22,7 @@ rule train_base:
         args=lambda w, output, threads: hydra_args(
             "train_base", f"{RESULTS}/{BASE}/phase0", threads_per_process(threads), BASE, 0,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
-            model=output[0], work_dir=f"{RESULTS}/{BASE}/phase0/train",
+            model=output[0], work_dir=f"{RESULTS}/{BASE}/phase0/train", eval_curve=output.curve,
         ),
     shell:
         "{params.command} {params.args} > {log:q} 2>&1"
@@ -57,6 +58,7 @@ rule train_joint:
         init=INIT or [],
     output:
         f"{RESULTS}/{{method}}/phase{K}/model.pt",
+        curve=f"{RESULTS}/{{method}}/phase{K}/eval_curve.parquet",
     wildcard_constraints:
         method="|".join(JOINT),
     log:
@@ -69,7 +71,7 @@ rule train_joint:
         args=lambda w, output, threads: hydra_args(
             "train_base", f"{RESULTS}/{w.method}/phase{K}", threads_per_process(threads), w.method, K,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
-            model=output[0], work_dir=f"{RESULTS}/{w.method}/phase{K}/train",
+            model=output[0], work_dir=f"{RESULTS}/{w.method}/phase{K}/train", eval_curve=output.curve,
         ),
     shell:
         "{params.command} {params.args} > {log:q} 2>&1"
@@ -95,6 +97,7 @@ rule train_phase:
         unpack(train_phase_inputs),
     output:
         f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
+        curve=f"{RESULTS}/{{method}}/phase{{phase}}/eval_curve.parquet",
     wildcard_constraints:
         method="|".join(METHODS),
         phase="[1-9][0-9]*",
@@ -109,7 +112,7 @@ rule train_phase:
             "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", threads_per_process(threads), w.method, w.phase,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
             replay=input.replay, teacher_logits=input.get("teacher_logits", "null"), meta=input.get("meta", "null"),
-            model=output[0],
+            model=output[0], eval_curve=output.curve,
             work_dir=f"{RESULTS}/{w.method}/phase{w.phase}/train",
         ),
     shell:
@@ -128,7 +131,7 @@ rule link_base:
         f"{RESULTS}/{{method}}/phase0/{{file}}",
     wildcard_constraints:
         method="|".join(METHODS),
-        file="model.pt|eval/metrics.parquet|eval/per_class.parquet|eval/detections.parquet",
+        file="|".join(BASE_FILES),
     log:
         f"{RESULTS}/logs/link_base/{{method}}/{{file}}.log",
     benchmark:

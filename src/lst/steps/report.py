@@ -9,7 +9,8 @@ from typing import Any
 
 from lst import tables
 from lst.io import write_text_atomic
-from lst.plots import forgetting_plot, per_class_plot
+from lst.periodic_eval import read_curve
+from lst.plots import eval_curve_plot, forgetting_plot, per_class_plot
 from lst.report import summarize, summary_markdown
 from lst.steps import require, step
 
@@ -22,6 +23,8 @@ _METRICS_PATH = re.compile(r"(?P<method>[^/]+)/phase(?P<phase>\d+)/eval/metrics\
 @step
 def main(cfg: dict[str, Any]) -> None:
     (out_dir,) = require(cfg, "paths.out_dir")
+    if len(cfg["paths"]["curves"]) != len(cfg["paths"]["metrics"]):
+        raise FileNotFoundError("paths.curves: one eval_curve.parquet per metrics.parquet, in the same order")
     entries = []
     for path in cfg["paths"]["metrics"]:
         match = _METRICS_PATH.search(Path(path).as_posix())
@@ -37,8 +40,13 @@ def main(cfg: dict[str, Any]) -> None:
         for path, (method, phase, _) in zip(cfg["paths"]["metrics"], entries, strict=True)
         if phase == final[method]
     }
+    curves = {
+        (method, phase): read_curve(path)
+        for path, (method, phase, _) in zip(cfg["paths"]["curves"], entries, strict=True)
+    }
     forgetting_plot(summary, out_dir / "plots" / "forgetting.png")
     per_class_plot(per_class, out_dir / "plots" / "per_class_ap.png")
+    eval_curve_plot(curves, out_dir / "plots" / "eval_curve.png")
     tables.write_table(summary, out_dir / "summary.parquet", tables.SUMMARY)
     markdown = summary_markdown(summary, cfg["dataset"]["name"])
     write_text_atomic(out_dir / "summary.md", markdown)

@@ -19,6 +19,7 @@ from lst.dataset import SampleStream
 from lst.engine import rank_samples, train
 from lst.io import file_digest
 from lst.model import build_model
+from lst.periodic_eval import publish_curve, training_hooks
 from lst.phase_data import phase_data
 from lst.sampling import repeat_factor_stream, repeat_factors, uniform_stream
 from lst.steps import require, step
@@ -80,9 +81,12 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
             "fingerprint": file_digest(cfg["paths"]["init"]),
         },
         seed=seed,
+        hooks=training_hooks(cfg, train_cfg["eval_period"], work_dir),
         device=context.device,
     )
     if context.is_main:
+        if cfg["paths"]["eval_curve"]:
+            publish_curve(work_dir, cfg["paths"]["eval_curve"])
         save_checkpoint(checkpoint, model_path)
         log.info("wrote %s", Path(model_path))
 

@@ -19,6 +19,7 @@ from lst.engine import rank_samples, train
 from lst.io import file_digest
 from lst.meta import WeightGenerator, class_features
 from lst.model import build_model, grow_classifier
+from lst.periodic_eval import publish_curve, training_hooks
 from lst.phase_data import phase_data
 from lst.steps import require, step
 
@@ -82,10 +83,13 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
             ),
         },
         seed=seed,
+        hooks=training_hooks(cfg, train_cfg["eval_period"], work_dir),
         extra_losses=extra_losses,
         device=context.device,
     )
     if context.is_main:
+        if cfg["paths"]["eval_curve"]:
+            publish_curve(work_dir, cfg["paths"]["eval_curve"])
         save_checkpoint(checkpoint, model_path)
         log.info("wrote %s", model_path)
 
