@@ -107,7 +107,7 @@ def test_html_report(tiny_run):
     root, _ = tiny_run
     run_snakemake(root, "--report", "report.html")
     html = (root / "report.html").read_text(errors="replace")
-    assert "forgetting.png" in html and "per_class_ap.png" in html
+    assert "forgetting.png" in html and "per_class_ap.png" in html and "eval_curve.png" in html
 
 
 def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
@@ -116,6 +116,18 @@ def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
     dry = run_snakemake(root, "-n", "--forcerun", "train_phase").stdout
     assert "train_base" not in dry.split("Job stats")[1]
     assert "train_phase" in dry
+    # a changed Hydra override of one step reruns that step and what depends on it, nothing upstream
+    original = (root / "test.yaml").read_text()
+    config = yaml.safe_load(original)
+    config["overrides"] = {"train_phase": ["train_phase.lr=0.002"]}
+    try:
+        (root / "test.yaml").write_text(yaml.safe_dump(config))
+        dry = run_snakemake(root, "-n").stdout
+    finally:
+        (root / "test.yaml").write_text(original)
+    jobs = {line.split()[0] for line in dry.split("Job stats:")[-1].split("\n\n")[0].splitlines()[3:]}
+    assert "Rules with provenance triggered jobs: train_phase" in dry
+    assert {"train_phase", "evaluate", "report"} <= jobs and not {"train_base", "split", "build_replay"} & jobs
 
 
 def test_replay_indices_build_from_annotations_alone(tmp_path):

@@ -67,8 +67,12 @@ def num_incremental_phases():
 K = num_incremental_phases()
 
 
-def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
-    """Quoted Hydra overrides for a step: preset, dataset, phases, method, paths, the user's overrides."""
+def hydra_args(step, run_dir, method=BASE, phase=0, **paths):
+    """Quoted Hydra overrides for a step: preset, dataset, phases, method, paths, the user's overrides.
+
+    Params built from wildcards alone (no input, output or threads arguments): Snakemake records only such
+    params, so a changed override reruns the step. The shell adds ``threads={threads}``.
+    """
     phases = config["phases"]
     if "sizes" in phases:
         phases = {"sizes": phases["sizes"]}
@@ -76,7 +80,6 @@ def hydra_args(step, run_dir, threads=1, method=BASE, phase=0, **paths):
     args = [
         f"preset={config['preset']}",
         f"seed={config['seed']}",
-        f"threads={threads}",
         f"phase={phase}",
         f"method.name={method}",
         f"method.replay={flags['replay']}",
@@ -109,11 +112,6 @@ def train_command(module):
     return f"{python} -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN} -m {module}"
 
 
-def threads_per_process(threads):
-    """torch threads of each training process: the job's threads shared among its processes."""
-    return max(1, threads // PROCESSES_PER_TRAIN)
-
-
 # a phase-0 model folder's files, linked from base/phase0 into every incremental method's phase0
 BASE_FILES = ("model.pt", "eval_curve.parquet") + tuple(
     f"eval/{name}" for name in ("metrics.parquet", "per_class.parquet", "detections.parquet", "metrics.md")
@@ -124,6 +122,8 @@ def model_path(method, phase):
     return f"{RESULTS}/{BASE}/phase0/model.pt" if int(phase) == 0 else f"{RESULTS}/{method}/phase{phase}/model.pt"
 
 
+# the trimmed COCO checkpoint the base phase starts from, when the config names one
+INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
 DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "categories.parquet")
 # written by check_data once every image is on disk and every mask decodes; rules that read images need it
 CHECKED = f"{RESULTS}/data/check.md"

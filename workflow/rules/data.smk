@@ -7,9 +7,9 @@ rule make_demo:
     benchmark:
         "resources/logs/make_demo.benchmark.tsv"
     params:
-        args=lambda w: hydra_args("make_demo", "resources/logs/make_demo", out_dir="resources/demo"),
+        args=hydra_args("make_demo", "resources/logs/make_demo", out_dir="resources/demo"),
     shell:
-        "{PYTHON:q} -m lst.steps.make_demo {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.make_demo {params.args} threads={threads} > {log:q} 2>&1"
 
 
 rule prepare_data:
@@ -25,7 +25,7 @@ rule prepare_data:
     params:
         args=hydra_args("prepare_data", f"{RESULTS}/data", data_dir=f"{RESULTS}/data"),
     shell:
-        "{PYTHON:q} -m lst.steps.prepare_data {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.prepare_data {params.args} threads={threads} > {log:q} 2>&1"
 
 
 rule split:
@@ -40,7 +40,7 @@ rule split:
     params:
         args=hydra_args("split", f"{RESULTS}/split", data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split"),
     shell:
-        "{PYTHON:q} -m lst.steps.split {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.split {params.args} threads={threads} > {log:q} 2>&1"
 
 
 rule check_data:
@@ -54,8 +54,6 @@ rule check_data:
         f"{RESULTS}/benchmarks/check_data.tsv"
     threads: 1
     params:
-        args=lambda w, output: hydra_args(
-            "check_data", f"{RESULTS}/data", data_dir=f"{RESULTS}/data", report=output[0]
-        ),
+        args=hydra_args("check_data", f"{RESULTS}/data", data_dir=f"{RESULTS}/data", report=CHECKED),
     shell:
-        "{PYTHON:q} -m lst.steps.check_data {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.check_data {params.args} threads={threads} > {log:q} 2>&1"

@@ -15,10 +15,10 @@ rule extract_logits:
         f"{RESULTS}/benchmarks/extract_logits/{{method}}_phase{{phase}}.tsv"
     threads: config["threads"]
     params:
-        args=lambda w, input, output, threads: hydra_args(
-            "extract_logits", f"{RESULTS}/{w.method}/phase{w.phase}", threads, w.method, w.phase,
-            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
-            teacher_logits=output[0],
+        args=lambda w: hydra_args(
+            "extract_logits", f"{RESULTS}/{w.method}/phase{w.phase}", w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=model_path(w.method, int(w.phase) - 1),
+            teacher_logits=f"{RESULTS}/{w.method}/phase{w.phase}/teacher_logits.parquet",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.extract_logits {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.extract_logits {params.args} threads={threads} > {log:q} 2>&1"

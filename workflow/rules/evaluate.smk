@@ -12,10 +12,10 @@ rule evaluate:
         f"{RESULTS}/benchmarks/evaluate/{{method}}_phase{{phase}}.tsv"
     threads: config["threads"]
     params:
-        args=lambda w, input, threads: hydra_args(
-            "evaluate", f"{RESULTS}/{w.method}/phase{w.phase}/eval", threads, w.method, w.phase,
-            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", model=input.model,
+        args=lambda w: hydra_args(
+            "evaluate", f"{RESULTS}/{w.method}/phase{w.phase}/eval", w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", model=f"{RESULTS}/{w.method}/phase{w.phase}/model.pt",
             out_dir=f"{RESULTS}/{w.method}/phase{w.phase}/eval",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.evaluate {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.evaluate {params.args} threads={threads} > {log:q} 2>&1"

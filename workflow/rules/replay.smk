@@ -13,9 +13,10 @@ rule build_replay:
     benchmark:
         f"{RESULTS}/benchmarks/build_replay/{{method}}_phase{{phase}}.tsv"
     params:
-        args=lambda w, output: hydra_args(
-            "build_replay", f"{RESULTS}/{w.method}/phase{w.phase}", 1, w.method, w.phase,
-            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", replay=output[0],
+        args=lambda w: hydra_args(
+            "build_replay", f"{RESULTS}/{w.method}/phase{w.phase}", w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split",
+            replay=f"{RESULTS}/{w.method}/phase{w.phase}/replay.parquet",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.build_replay {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.build_replay {params.args} threads={threads} > {log:q} 2>&1"

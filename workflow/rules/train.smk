@@ -1,4 +1,3 @@
-INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
 # train_base, train_joint and train_phase run config["processes_per_train"] DDP processes (torchrun when > 1),
 # sharing the job's threads; train_meta stays one process.
 
@@ -19,13 +18,14 @@ rule train_base:
     threads: config["threads"]
     params:
         command=train_command("lst.steps.train_base"),
-        args=lambda w, output, threads: hydra_args(
-            "train_base", f"{RESULTS}/{BASE}/phase0", threads_per_process(threads), BASE, 0,
+        args=hydra_args(
+            "train_base", f"{RESULTS}/{BASE}/phase0", BASE, 0,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
-            model=output[0], work_dir=f"{RESULTS}/{BASE}/phase0/train", eval_curve=output.curve,
+            model=f"{RESULTS}/{BASE}/phase0/model.pt", work_dir=f"{RESULTS}/{BASE}/phase0/train",
+            eval_curve=f"{RESULTS}/{BASE}/phase0/eval_curve.parquet",
         ),
     shell:
-        "{params.command} {params.args} > {log:q} 2>&1"
+        "{params.command} {params.args} threads={threads} > {log:q} 2>&1"
 
 
 rule train_meta:
@@ -42,12 +42,13 @@ rule train_meta:
         f"{RESULTS}/benchmarks/train_meta.tsv"
     threads: config["threads"]
     params:
-        args=lambda w, input, output, threads: hydra_args(
-            "train_meta", f"{RESULTS}/{BASE}/phase0", threads,
-            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous, model=output[0],
+        args=hydra_args(
+            "train_meta", f"{RESULTS}/{BASE}/phase0",
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=f"{RESULTS}/{BASE}/phase0/model.pt",
+            model=f"{RESULTS}/{BASE}/phase0/meta.pt",
         ),
     shell:
-        "{PYTHON:q} -m lst.steps.train_meta {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.train_meta {params.args} threads={threads} > {log:q} 2>&1"
 
 
 rule train_joint:
@@ -68,13 +69,14 @@ rule train_joint:
     threads: config["threads"]
     params:
         command=train_command("lst.steps.train_base"),
-        args=lambda w, output, threads: hydra_args(
-            "train_base", f"{RESULTS}/{w.method}/phase{K}", threads_per_process(threads), w.method, K,
+        args=lambda w: hydra_args(
+            "train_base", f"{RESULTS}/{w.method}/phase{K}", w.method, K,
             data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", init=INIT or "null",
-            model=output[0], work_dir=f"{RESULTS}/{w.method}/phase{K}/train", eval_curve=output.curve,
+            model=f"{RESULTS}/{w.method}/phase{K}/model.pt", work_dir=f"{RESULTS}/{w.method}/phase{K}/train",
+            eval_curve=f"{RESULTS}/{w.method}/phase{K}/eval_curve.parquet",
         ),
     shell:
-        "{params.command} {params.args} > {log:q} 2>&1"
+        "{params.command} {params.args} threads={threads} > {log:q} 2>&1"
 
 
 def train_phase_inputs(w):
@@ -108,15 +110,15 @@ rule train_phase:
     threads: config["threads"]
     params:
         command=train_command("lst.steps.train_phase"),
-        args=lambda w, input, output, threads: hydra_args(
-            "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", threads_per_process(threads), w.method, w.phase,
-            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=input.previous,
-            replay=input.replay, teacher_logits=input.get("teacher_logits", "null"), meta=input.get("meta", "null"),
-            model=output[0], eval_curve=output.curve,
+        args=lambda w: hydra_args(
+            "train_phase", f"{RESULTS}/{w.method}/phase{w.phase}", w.method, w.phase,
+            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", **train_phase_inputs(w),
+            model=f"{RESULTS}/{w.method}/phase{w.phase}/model.pt",
+            eval_curve=f"{RESULTS}/{w.method}/phase{w.phase}/eval_curve.parquet",
             work_dir=f"{RESULTS}/{w.method}/phase{w.phase}/train",
         ),
     shell:
-        "{params.command} {params.args} > {log:q} 2>&1"
+        "{params.command} {params.args} threads={threads} > {log:q} 2>&1"
 
 
 # Phase 0 of every incremental method is the shared base model: a relative link keeps the

@@ -8,8 +8,6 @@ rule trim_weights:
     benchmark:
         f"{RESULTS}/benchmarks/trim_weights.tsv"
     params:
-        args=lambda w, input, output: hydra_args(
-            "trim_weights", f"{RESULTS}/weights", source_weights=input[0], init=output[0]
-        ),
+        args=hydra_args("trim_weights", f"{RESULTS}/weights", source_weights=config["weights"], init=INIT),
     shell:
-        "{PYTHON:q} -m lst.steps.trim_weights {params.args} > {log:q} 2>&1"
+        "{PYTHON:q} -m lst.steps.trim_weights {params.args} threads={threads} > {log:q} 2>&1"

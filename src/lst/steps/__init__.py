@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -48,7 +49,9 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         # torch takes about 3 s and 600 MB to import: the data steps do without it; every step that uses
         # torch imports it at module level (before this runs), so its threads are set here all the same
         if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(int(cfg.threads))
+            # ``threads`` is the job's: under torchrun its processes on this node share them
+            local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            sys.modules["torch"].set_num_threads(max(1, int(cfg.threads) // local_processes))
         config = OmegaConf.to_container(cfg, resolve=True)
         try:
             func(config)
