@@ -254,19 +254,16 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        if not args.skip_bbox:
+        cases = (("bbox", args.images, args.skip_bbox), ("segm", args.segm_images, args.skip_segm))
+        for iou_type, images, skip in cases:
+            if skip:
+                continue
             t0 = time.perf_counter()
-            gt = make_gt(args.images, args.categories, args.seed)
-            dets = make_detections(gt, args.dets_per_image, with_masks=False, seed=args.seed + 1)
-            print(f"[bbox] generated the case in {time.perf_counter() - t0:.0f} s", flush=True)
-            ok &= bench("bbox", gt, dets, "bbox", tmp, not args.skip_lvis_api)
+            gt = make_gt(images, args.categories, args.seed)
+            dets = make_detections(gt, args.dets_per_image, with_masks=iou_type == "segm", seed=args.seed + 1)
+            print(f"[{iou_type}] generated the case in {time.perf_counter() - t0:.0f} s", flush=True)
+            ok &= bench(iou_type, gt, dets, iou_type, tmp, not args.skip_lvis_api)
             del gt, dets
-        if not args.skip_segm:
-            t0 = time.perf_counter()
-            gt = make_gt(args.segm_images, args.categories, args.seed)
-            dets = make_detections(gt, args.dets_per_image, with_masks=True, seed=args.seed + 1)
-            print(f"[segm] generated the case in {time.perf_counter() - t0:.0f} s", flush=True)
-            ok &= bench("segm", gt, dets, "segm", tmp, not args.skip_lvis_api)
     return 0 if ok else 1
 
 

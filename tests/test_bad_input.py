@@ -60,6 +60,12 @@ def printed(capfd: pytest.CaptureFixture) -> str:
     return out + err
 
 
+def refused(capfd: pytest.CaptureFixture, module: str, *overrides: str) -> str:
+    """What a step printed when it refused its input with exit code 1."""
+    assert run_step(module, *overrides) == 1
+    return printed(capfd)
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if not p.is_dir()) if folder.exists() else []
 
@@ -163,12 +169,10 @@ def test_unparseable_json_is_refused(dataset, tmp_path, capfd, cut):
     bad = tmp_path / "train.json"
     bad.write_text(text[: len(text) // 2] if cut == "truncated" else "images: [1, 2]")
     out = tmp_path / "results" / "data"
-    code = run_step(
-        "prepare_data", f"dataset.train_json={bad}", f"dataset.val_json={dataset['val_json']}",
+    log = refused(
+        capfd, "prepare_data", f"dataset.train_json={bad}", f"dataset.val_json={dataset['val_json']}",
         f"paths.data_dir={out}", f"hydra.run.dir={out}",
     )  # fmt: skip
-    assert code == 1
-    log = printed(capfd)
     assert f"{bad}: not valid json" in log
     assert files_under(tmp_path / "results") == []
 
@@ -209,12 +213,10 @@ def test_image_problems_stop_before_training(dataset, image_root, tmp_path, capf
     broken = image_root / "train2017" / "b.png"
     damage(broken)
     results = tmp_path / "results"
-    code = run_step(
-        "check_data", f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={image_root}",
+    log = refused(
+        capfd, "check_data", f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={image_root}",
         f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}",
     )  # fmt: skip
-    assert code == 1
-    log = printed(capfd)
     assert f"the images under {image_root}" in log
     assert message.format(path=broken) in log
     assert files_under(results) == []
@@ -222,12 +224,10 @@ def test_image_problems_stop_before_training(dataset, image_root, tmp_path, capf
 
 def test_all_missing_images_are_listed_together(dataset, tmp_path, capfd):
     results = tmp_path / "results"
-    code = run_step(
-        "check_data", f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={tmp_path / 'nowhere'}",
+    log = refused(
+        capfd, "check_data", f"paths.data_dir={dataset['data_dir']}", f"dataset.image_root={tmp_path / 'nowhere'}",
         f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}",
     )  # fmt: skip
-    assert code == 1
-    log = printed(capfd)
     assert "3 images missing: " in log
     for name in ("train2017/a.png", "train2017/b.png", "val2017/c.png"):
         assert str(tmp_path / "nowhere" / name) in log
@@ -253,12 +253,10 @@ def test_segmentations_that_do_not_decode_stop_before_training(dataset, tmp_path
         f"dataset.val_json={dataset['val_json']}", f"paths.data_dir={data_dir}", f"hydra.run.dir={data_dir}",
     ) == 0  # fmt: skip
     results = tmp_path / "results"
-    code = run_step(
-        "check_data", f"paths.data_dir={data_dir}", f"dataset.image_root={dataset['image_root']}",
+    log = refused(
+        capfd, "check_data", f"paths.data_dir={data_dir}", f"dataset.image_root={dataset['image_root']}",
         f"paths.report={results / 'check.md'}", f"hydra.run.dir={results}",
     )  # fmt: skip
-    assert code == 1
-    log = printed(capfd)
     assert f"the annotations in {data_dir}" in log and message in log
     assert files_under(results) == []
 
@@ -275,12 +273,10 @@ SPLIT_CASES = {
 def test_impossible_phases_are_refused(dataset, tmp_path, capfd, name):
     overrides, message = SPLIT_CASES[name]
     out = tmp_path / "results" / "split"
-    code = run_step(
-        "split", f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={out}", *overrides.split(),
+    log = refused(
+        capfd, "split", f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={out}", *overrides.split(),
         f"hydra.run.dir={out}",
     )  # fmt: skip
-    assert code == 1
-    log = printed(capfd)
     assert message in log
     assert files_under(tmp_path / "results") == []
 
@@ -336,10 +332,10 @@ def test_bad_coco_checkpoints_are_refused(tmp_path, capfd, name):
     source = tmp_path / "coco.pth"
     make(source)
     out = tmp_path / "results" / "weights"
-    code = run_step("trim_weights", f"paths.source_weights={source}", f"paths.init={out / 'init.pt'}",
-                    f"hydra.run.dir={out}")  # fmt: skip
-    assert code == 1
-    log = printed(capfd)
+    log = refused(
+        capfd, "trim_weights", f"paths.source_weights={source}", f"paths.init={out / 'init.pt'}",
+        f"hydra.run.dir={out}",
+    )  # fmt: skip
     assert f"{source}: " in log and message in log
     assert "unpickled!" not in log
     assert files_under(tmp_path / "results") == []
