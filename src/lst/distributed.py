@@ -9,6 +9,7 @@ outputs); the other ranks log warnings and errors only.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import logging
 import os
@@ -27,6 +28,8 @@ from lst.model import pick_device
 log = logging.getLogger(__name__)
 
 AMP_MODES = ("off", "bf16", "fp16")
+# the other ranks wait in the next collective while rank 0 runs a periodic evaluation over the whole val set
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,9 @@ def launch(device_name: str = "auto") -> Iterator[Context]:
             raise ValueError(f"{world} processes on this node but {torch.cuda.device_count()} GPU(s): one each")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        dist.init_process_group("nccl", device_id=device, timeout=COLLECTIVE_TIMEOUT)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
     _quiet_unless_main(process_rank)
     log.info("rank %d of %d on %s (%s)", process_rank, world, device, dist.get_backend())
     try:
