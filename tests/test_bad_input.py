@@ -239,6 +239,7 @@ MASK_CASES = {
     "odd_polygon": ([[1, 1, 5, 1, 5, 5, 1]], "annotation 10: a polygon with 7 coordinates"),
     "rle_of_another_size": ({"size": [5, 5], "counts": [25]}, "annotation 10: an RLE of size [5, 5] on a 10x20"),
     "rle_counts_short": ({"size": [10, 20], "counts": [3, 4]}, "annotation 10: RLE counts that sum to 7, not 200"),
+    "text_in_polygon": ([[1, "a", 5, 1, 5, 5]], "annotation 10: neither polygons nor RLE (Expected `float`, got `str`"),
 }
 
 
