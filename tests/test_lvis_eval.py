@@ -70,6 +70,20 @@ def _jitter(rng, poly, sigma, W, H):
     return [float(v) for p in zip(xs, ys, strict=True) for v in p]
 
 
+def _detection_frame(recs: list[tuple], score: np.ndarray) -> pd.DataFrame:
+    """Detections as columns from (image_id, category_id, x, y, w, h, rle_counts) records."""
+    columns = list(zip(*recs, strict=True)) if recs else [[]] * 7
+    return pd.DataFrame(
+        {
+            "image_id": np.array(columns[0], dtype=np.int64),
+            "category_id": np.array(columns[1], dtype=np.int64),
+            "score": score.astype(np.float32),
+            **{name: np.array(columns[i], dtype=np.float32) for i, name in enumerate("xywh", start=2)},
+            "rle_counts": pd.Series(list(columns[6]), dtype=object),
+        }
+    )
+
+
 def _rle(poly, H, W):
     return mask_utils.merge(mask_utils.frPyObjects([poly], H, W))
 
@@ -136,18 +150,7 @@ def make_case(seed: int, ties: bool = False, buckets=("small", "medium", "large"
     score = rng.uniform(0.01, 1.0, size=len(recs))
     if ties:
         score = np.round(score * 20) / 20
-    dets = pd.DataFrame(
-        {
-            "image_id": np.array([r[0] for r in recs], dtype=np.int64),
-            "category_id": np.array([r[1] for r in recs], dtype=np.int64),
-            "score": score.astype(np.float32),
-            "x": np.array([r[2] for r in recs], dtype=np.float32),
-            "y": np.array([r[3] for r in recs], dtype=np.float32),
-            "w": np.array([r[4] for r in recs], dtype=np.float32),
-            "h": np.array([r[5] for r in recs], dtype=np.float32),
-            "rle_counts": pd.Series([r[6] for r in recs], dtype=object),
-        }
-    )
+    dets = _detection_frame(recs, score)
     gt = {"images": images, "annotations": anns, "categories": categories}
     return gt, dets
 
@@ -316,18 +319,7 @@ def make_crowded_case(seed: int):
             w = 0.0  # a degenerate box: area 0, skipped by lvis-api
         recs.append((img_id, c, x0, y0, w, h, rle["counts"]))
     score = np.round(rng.uniform(0, 1, size=len(recs)) * 8) / 8  # many equal scores
-    dets = pd.DataFrame(
-        {
-            "image_id": np.array([r[0] for r in recs], dtype=np.int64),
-            "category_id": np.array([r[1] for r in recs], dtype=np.int64),
-            "score": score.astype(np.float32),
-            "x": np.array([r[2] for r in recs], dtype=np.float32),
-            "y": np.array([r[3] for r in recs], dtype=np.float32),
-            "w": np.array([r[4] for r in recs], dtype=np.float32),
-            "h": np.array([r[5] for r in recs], dtype=np.float32),
-            "rle_counts": pd.Series([r[6] for r in recs], dtype=object),
-        }
-    )
+    dets = _detection_frame(recs, score)
     # a few exact duplicates of detections
     dets = pd.concat([dets, dets.iloc[: len(dets) // 10]], ignore_index=True)
     return {"images": images, "annotations": anns, "categories": categories}, dets
