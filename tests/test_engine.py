@@ -15,7 +15,7 @@ from lst.sampling import uniform_stream
 CFG = dict(
     iterations=6, batch_size=2, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
     steps=[4], gamma=0.1, warmup_iters=2, warmup_factor=0.1, freeze_backbone_stages=1, flip_prob=0.5,
-    checkpoint_period=3, log_period=1, num_workers=0,
+    checkpoint_period=3, log_period=1, num_workers=0, bias_lr_factor=2.0, weight_decay_bias=0.0,
 )  # fmt: skip
 
 
@@ -216,3 +216,24 @@ def test_bf16_inference_gives_float32_columns(tiny_data):
     assert detections["score"].dtype == np.float32 and detections["x"].dtype == np.float32
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         detect(model, data, batch_size=2, amp="fp16")
+
+
+def test_biases_train_at_twice_the_lr_without_decay_as_maskrcnn_benchmark():
+    from lst.engine import make_optimizer
+
+    model = build_model(SMALL, num_classes=3)
+    model.backbone.body.stem.requires_grad_(False)
+    optimizer = make_optimizer(model, CFG)
+    weights, biases = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith(".bias") for p in biases["params"])
+    assert not any(names[id(p)].endswith(".bias") for p in weights["params"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(weights["params"]) + len(biases["params"]) == len(trainable)  # frozen ones left out
+    assert (weights["lr"], weights["weight_decay"]) == (0.01, 1e-4)
+    assert (biases["lr"], biases["weight_decay"]) == (0.02, 0.0)
+    same = make_optimizer(model, dict(CFG, bias_lr_factor=1.0, weight_decay_bias=None)).param_groups[1]
+    assert (same["lr"], same["weight_decay"]) == (0.01, 1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, CFG))
+    scheduler.step()  # the warm-up scales both groups alike
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(2 * optimizer.param_groups[0]["lr"])

@@ -112,3 +112,41 @@ def test_mask_weight_transfer_follows_classifier_rows_and_survives_growth():
     # the mask loss does not reach the classifier rows
     new.roi_heads.mask_predictor(features).sum().backward()
     assert new.roi_heads.box_predictor.cls_score.weight.grad is None
+    # released: not detached, the mask loss trains the classifier rows too
+    released = build_model(dict(cfg, mask_transfer_detach=False), num_classes=6)
+    released.roi_heads.mask_predictor(features).sum().backward()
+    assert released.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
+
+
+def test_mask_mlp_is_initialised_as_released():
+    torch.manual_seed(0)
+    mlp = build_model(dict(SMALL, mask_weight_transfer=True, mask_mlp=True), 4).roi_heads.mask_predictor.mlp
+    assert torch.all(mlp.bias == 0)
+    # kaiming normal, fan_out mode (784 outputs), ReLU gain: std sqrt(2 / 784)
+    assert abs(float(mlp.weight.std()) / (2 / 784) ** 0.5 - 1) < 0.02
+
+
+def test_box_regression_reads_relu_of_fc7_and_the_classifier_fc7():
+    torch.manual_seed(0)
+    predictor = build_model(dict(SMALL, regression_relu=True), num_classes=4).roi_heads.box_predictor
+    features = torch.randn(5, 32)
+    logits, deltas = predictor(features)
+    torch.testing.assert_close(deltas, predictor.bbox_pred(torch.relu(features)))
+    expected = (
+        10.0 * torch.nn.functional.normalize(features) @ torch.nn.functional.normalize(predictor.cls_score.weight).t()
+    )
+    torch.testing.assert_close(logits, expected)  # signed features: no ReLU before the cosine
+    plain = build_model(dict(SMALL, regression_relu=False), num_classes=4).roi_heads.box_predictor
+    plain.load_state_dict(predictor.state_dict())
+    torch.testing.assert_close(plain(features)[1], predictor.bbox_pred(features))
+
+
+def test_fallback_keeps_the_first_positives_of_any_class():
+    from lst.model import restrict_positives
+
+    labels = torch.tensor([0, 5, 7, 0, 5, 6, -1, 7])
+    assert restrict_positives(labels, 3, fallback=2).tolist() == [0, 5, 7, 0, -1, -1, -1, -1]
+    assert restrict_positives(labels, 3, fallback=None).tolist() == labels.tolist()
+    assert restrict_positives(labels, 5, fallback=2).tolist() == [0, 5, -1, 0, 5, -1, -1, -1]
+    model = build_model(dict(SMALL, target_fallback_positives=10), num_classes=4)
+    assert model.roi_heads.fallback_positives == 10

@@ -10,6 +10,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from lst import distributed
 from lst.dataset import DetectionData
 from lst.model import model_device
 from lst.tables import logits_schema
@@ -84,15 +85,38 @@ def teacher_logits(
     )
 
 
-class DistillationLoss:
-    """Student-teacher L2 on cosine scores of old classes (background dropped), summed over boxes / #boxes.
+def group_box_counts(boxes_per_image: list[int], group_images: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """For each of this process's images, the distilled boxes of its group; and the number of groups.
 
-    The teacher's scores were extracted for the same images, boxes and flips (``teacher_logits``), so
-    the student sees exactly the views the teacher scored.
+    Groups are ``group_images`` consecutive images of the global batch (rank r holds images r*b .. r*b+b-1),
+    so the released per-GPU normalisation (2 images per GPU) holds whatever the process layout.
+    """
+    local, rank, world = len(boxes_per_image), distributed.rank(), distributed.world_size()
+    counts = torch.zeros(local * world, device=device)
+    counts[rank * local : (rank + 1) * local] = torch.tensor(boxes_per_image, dtype=torch.float32, device=device)
+    if world > 1:
+        counts = distributed.all_reduce_sum(counts)
+    group_of = torch.arange(local * world, device=device) // group_images
+    num_groups = int(group_of[-1]) + 1
+    per_group = torch.zeros(num_groups, device=device).index_add_(0, group_of, counts)
+    return per_group[group_of[rank * local : (rank + 1) * local]], num_groups
+
+
+class DistillationLoss:
+    """Student-teacher L2 on cosine scores of old classes (background dropped), as the released code.
+
+    Released: per GPU of 2 images, the squared differences summed over boxes / the boxes on that GPU;
+    DDP averages over GPUs, a GPU without a distilled box contributing 0. Here: the mean over all
+    groups of ``group_images`` consecutive images of the global batch of (sum over the group's boxes /
+    its boxes), for any number of processes. The teacher's scores were extracted for the same images,
+    boxes and flips (``teacher_logits``), so the student sees exactly the views the teacher scored.
     """
 
-    def __init__(self, logits: pa.Table, weight: float = 1.0):
+    def __init__(self, logits: pa.Table, weight: float = 1.0, group_images: int = 2):
+        if group_images < 1:
+            raise ValueError(f"distill.group_images must be at least 1, got {group_images}")
         self.weight = weight
+        self.group_images = group_images
         table = logits.to_pandas()
         values = np.stack(table["logits"].to_numpy()) if len(table) else np.zeros((0, 1), np.float32)
         self.num_logits = logits.schema.field("logits").type.list_size
@@ -107,18 +131,24 @@ class DistillationLoss:
     def __call__(
         self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
     ) -> dict[str, torch.Tensor]:
-        chosen_images, boxes, teacher_rows = [], [], []
+        chosen_images, boxes, teacher_rows, counts = [], [], [], []
         for image, target in zip(images, targets, strict=True):
             key = (int(target["image_id"]), bool(target["flip"]))
             rows = [self._rows.get((*key, int(a)), -1) for a in target["annotation_ids"]]
             keep = torch.tensor([r >= 0 for r in rows], dtype=torch.bool)
+            counts.append(int(keep.sum()))
             if keep.any():
                 chosen_images.append(image)
                 boxes.append(target["boxes"][keep])
                 teacher_rows += [r for r in rows if r >= 0]
+        # every rank takes part in the count, also one without distilled boxes
+        group_counts, num_groups = group_box_counts(counts, self.group_images, images[0].device)
         if not teacher_rows:
             return {"loss_distill": images[0].new_zeros(())}
         student = torch.cat(box_cosines(model, chosen_images, boxes))
         teacher = self._values[teacher_rows].to(student.device)
-        difference = student[:, 1 : self.num_logits] - teacher[:, 1:]
-        return {"loss_distill": self.weight * difference.pow(2).sum() / len(teacher_rows)}
+        per_box = (student[:, 1 : self.num_logits] - teacher[:, 1:]).pow(2).sum(dim=1)
+        box_group_counts = torch.repeat_interleave(group_counts, torch.tensor(counts, device=group_counts.device))
+        # DDP averages the ranks' gradients: x world size, so that they add up to the mean over all groups
+        scale = self.weight * distributed.world_size() / num_groups
+        return {"loss_distill": scale * (per_box / box_group_counts).sum()}

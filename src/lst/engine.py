@@ -63,12 +63,28 @@ def freeze_backbone_stages(model: nn.Module, num_stages: int) -> list[nn.Module]
     return frozen
 
 
+def parameter_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Weights, then biases with maskrcnn-benchmark's ``bias_lr_factor`` and ``weight_decay_bias``.
+
+    ``weight_decay_bias`` null: biases decay as the weights do. Frozen parameters are left out.
+    """
+    weights, biases = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (biases if name.endswith(".bias") else weights).append(parameter)
+    bias_decay = cfg["weight_decay"] if cfg["weight_decay_bias"] is None else cfg["weight_decay_bias"]
+    groups = [{"params": weights, "lr": cfg["lr"], "weight_decay": cfg["weight_decay"]}]
+    if biases:
+        groups.append({"params": biases, "lr": cfg["lr"] * cfg["bias_lr_factor"], "weight_decay": bias_decay})
+    return groups
+
+
 def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = parameter_groups(model, cfg)
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+        return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
     if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        return torch.optim.AdamW(groups, lr=cfg["lr"])
     raise ValueError(f"train.optimizer: unknown optimizer {cfg['optimizer']!r} (sgd or adamw)")
 
 

@@ -34,10 +34,22 @@ class BoxHead(TwoMLPHead):
 
 
 class CosineBoxPredictor(nn.Module):
-    """logits = s * cos(feature, class weight row); class-specific box regression as torchvision's."""
+    """logits = s * cos(feature, class weight row); class-specific box regression as torchvision's.
 
-    def __init__(self, in_channels: int, num_classes: int, scale: float = 10.0, learn_scale: bool = True):
+    The classifier reads fc7 as it is (signed); the regressor reads ReLU(fc7) when ``regression_relu``,
+    as the released code's ``bbox_pred(F.relu(x))``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        scale: float = 10.0,
+        learn_scale: bool = True,
+        regression_relu: bool = True,
+    ):
         super().__init__()
+        self.regression_relu = regression_relu
         self.cls_score = nn.Linear(in_channels, num_classes, bias=False)
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -59,20 +71,28 @@ class CosineBoxPredictor(nn.Module):
         # float32 under AMP: bf16 box deltas and cosines are too coarse (boxes would move by pixels)
         with torch.autocast(x.device.type, enabled=False):
             x = x.flatten(start_dim=1).float()
-            return self.scale * self.cosine(x), self.bbox_pred(x)
+            return self.scale * self.cosine(x), self.bbox_pred(F.relu(x) if self.regression_relu else x)
 
 
 class MaskWeightTransferPredictor(nn.Module):
     """Mask^X R-CNN's weight transfer: each class's 1x1 mask filter is predicted from its box classifier
     row, w_seg = LeakyReLU(Linear(LeakyReLU(Linear(w_det)))), so new classes get masks from their
     classifier rows alone; optionally plus a class-agnostic MLP on the 28x28 mask features, added to
-    every class's logits. The classifier rows are detached: the mask loss does not move the classifier.
+    every class's logits. With ``detach_rows`` the classifier rows are detached, so the mask loss does
+    not move the classifier; the released code does not detach them.
     """
 
     def __init__(
-        self, in_channels: int, dim_reduced: int, box_predictor: CosineBoxPredictor, mlp: bool, resolution: int = 28
+        self,
+        in_channels: int,
+        dim_reduced: int,
+        box_predictor: CosineBoxPredictor,
+        mlp: bool,
+        detach_rows: bool = False,
+        resolution: int = 28,
     ):
         super().__init__()
+        self.detach_rows = detach_rows
         embedding = box_predictor.cls_score.weight.shape[1]
         self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
         nn.init.kaiming_normal_(self.conv5_mask.weight, mode="fan_out", nonlinearity="relu")
@@ -82,12 +102,18 @@ class MaskWeightTransferPredictor(nn.Module):
             nn.Linear(embedding, dim_reduced),
             nn.LeakyReLU(),
         )
-        self.mlp = nn.Linear(dim_reduced * resolution * resolution, resolution * resolution) if mlp else None
+        self.mlp = None
+        if mlp:
+            self.mlp = nn.Linear(dim_reduced * resolution * resolution, resolution * resolution)
+            # the released init, not torch's default (docs/fidelity.md)
+            nn.init.kaiming_normal_(self.mlp.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(self.mlp.bias)
         self._box_predictor = [box_predictor]  # a reference, not a second registration of its parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv5_mask(x))
-        filters = self.transfer(self._box_predictor[0].cls_score.weight.detach())
+        rows = self._box_predictor[0].cls_score.weight
+        filters = self.transfer(rows.detach() if self.detach_rows else rows)
         logits = torch.einsum("nchw,kc->nkhw", x, filters)
         if self.mlp is not None:
             logits = logits + self.mlp(x.flatten(start_dim=1)).view(x.shape[0], 1, *x.shape[2:])
@@ -159,9 +185,13 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
     aspect_ratios = (tuple(float(r) for r in cfg["aspect_ratios"]),) * len(anchor_sizes)
     representation = cfg["representation_size"]
     mask_channels = cfg["mask_head_channels"]
-    box_predictor = CosineBoxPredictor(representation, num_classes, cfg["cosine_scale"], cfg["learn_scale"])
+    box_predictor = CosineBoxPredictor(
+        representation, num_classes, cfg["cosine_scale"], cfg["learn_scale"], cfg.get("regression_relu", False)
+    )
     if cfg.get("mask_weight_transfer", False):
-        mask_predictor = MaskWeightTransferPredictor(mask_channels, mask_channels, box_predictor, cfg["mask_mlp"])
+        mask_predictor = MaskWeightTransferPredictor(
+            mask_channels, mask_channels, box_predictor, cfg["mask_mlp"], cfg.get("mask_transfer_detach", True)
+        )
     else:
         mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
     model = MaskRCNN(
@@ -191,6 +221,7 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
     )
     # same module and state, plus target-class sampling for (image, target class) samples
     model.roi_heads.__class__ = TargetClassRoIHeads
+    model.roi_heads.fallback_positives = cfg.get("target_fallback_positives")
     return model
 
 
@@ -243,18 +274,23 @@ def grow_classifier(
     return grown
 
 
-def restrict_positives(labels: torch.Tensor, target_label: int) -> torch.Tensor:
+def restrict_positives(labels: torch.Tensor, target_label: int, fallback: int | None = None) -> torch.Tensor:
     """LST's target-class sampling for one image's RoI labels (-1 ignored, 0 background, >0 class).
 
     Positives are only the RoIs matched to ``target_label``; RoIs matched to other classes are left out
-    (-1) of the box loss. If no RoI matches the target, every positive is kept (the seed's fallback).
-    ``target_label`` 0 means the sample has no target class.
+    (-1) of the box loss. If no RoI matches the target, the first ``fallback`` positives of any class (in
+    proposal order) stay, as the released sampler does (None: every positive). ``target_label`` 0 means
+    the sample has no target class.
     """
     if target_label <= 0:
         return labels
     on_target = labels == target_label
     if not on_target.any():
-        return labels
+        if fallback is None:
+            return labels
+        kept = torch.where(labels > 0)[0][:fallback]
+        on_target = torch.zeros_like(on_target)
+        on_target[kept] = True
     return torch.where((labels > 0) & ~on_target, torch.full_like(labels, -1), labels)
 
 
@@ -262,6 +298,7 @@ class TargetClassRoIHeads(RoIHeads):
     """torchvision's RoI heads, with positives restricted to each sample's target class when training."""
 
     _target_labels: list[int] | None = None
+    fallback_positives: int | None = None  # restrict_positives' fallback, set by build_model
 
     def select_training_samples(self, proposals, targets):  # noqa: ANN001 - torchvision's signature
         self._target_labels = [int(t.get("target_label", 0)) for t in targets]
@@ -273,5 +310,6 @@ class TargetClassRoIHeads(RoIHeads):
     def assign_targets_to_proposals(self, proposals, gt_boxes, gt_labels):  # noqa: ANN001
         matched_idxs, labels = super().assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
         if self._target_labels is not None:
-            labels = [restrict_positives(lab, t) for lab, t in zip(labels, self._target_labels, strict=True)]
+            fallback = self.fallback_positives
+            labels = [restrict_positives(lab, t, fallback) for lab, t in zip(labels, self._target_labels, strict=True)]
         return matched_idxs, labels

@@ -62,7 +62,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     if cfg["method"]["distill"]:
         (logits_path,) = require(cfg, "paths.teacher_logits")
         logits = tables.read_arrow(logits_path, tables.logits_schema(len(old_ids) + 1))
-        extra_losses = DistillationLoss(logits, cfg["distill"]["weight"])
+        extra_losses = DistillationLoss(logits, cfg["distill"]["weight"], cfg["distill"]["group_images"])
         log.info("distilling from %s (%d boxes x flips)", logits_path, logits.num_rows)
     checkpoint = train(
         model,
