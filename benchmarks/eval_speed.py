@@ -309,7 +309,7 @@ def write_v1_files(gt: dict, dets: pd.DataFrame, n: int, tmp: Path) -> dict[str,
     sub_dets = dets[dets["image_id"].isin(ids)].reset_index(drop=True)
     paths = {"gt": tmp / f"v1_{n}_gt.json", "Parquet": tmp / f"v1_{n}.parquet", "json": tmp / f"v1_{n}.json"}
     paths["gt"].write_text(json.dumps(sub_gt))
-    sub_dets.to_parquet(paths["parquet"])
+    sub_dets.to_parquet(paths["Parquet"])
     paths["json"].write_text(json.dumps(results_json(sub_gt, sub_dets, "segm", with_bbox=True)))
     mb = {k: f"{v.stat().st_size / 1e6:.0f} MB" for k, v in paths.items()}
     print(
