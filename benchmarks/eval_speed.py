@@ -2,6 +2,7 @@
 
     python benchmarks/eval_speed.py [--images 5000] [--categories 1230] [--dets-per-image 300]
                                     [--segm-images 1000] [--skip-bbox] [--skip-segm] [--skip-lvis-api]
+                                    [--v1-images N [N ...]]
 
 The case is LVIS-like: a long-tailed class distribution (rare/common/frequent in LVIS v0.5's proportions),
 about 12 annotations per image over a few classes, neg_category_ids and not_exhaustive_category_ids on
@@ -14,15 +15,28 @@ results json (LVIS(gt) + LVISResults + LVISEval.run()); lst reads the annotation
 as Parquet (json.load + load_detections + evaluate_lvis).  The metrics of both are compared to 1e-6.
 The bbox case uses the full size; segm (masks as RLE, which lvis-api evaluates much more slowly) uses the
 first ``--segm-images`` images.
+
+``--v1-images N1 N2 ...`` adds the cost at LVIS v1 val scale (19,809 images, 1,203 classes, segm,
+``--dets-per-image`` detections per image): the first N1, N2, ... images of one generated case, with
+results written as detectron2 saves them (a json with bbox and segmentation per detection) and as
+``detections.parquet``.  ``lst-eval`` (on the Parquet and on the json) and lvis-api (on the json) each run
+in a process of their own, which reports its time (loading included, interpreter start excluded) and its
+peak resident memory (VmHWM of /proc/self/status: a child's ru_maxrss would count the parent's memory at
+the fork).  Sizes below 19,809 are extrapolated to it by a straight line through the measured sizes; the
+output says which figures are measured and which extrapolated.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +46,13 @@ import pandas as pd
 import pycocotools.mask as mask_utils
 
 from lst.lvis_eval import METRIC_KEYS, evaluate_lvis, load_detections
+from lst.lvis_eval import main as lst_eval
 
 # LVIS v0.5: 454 rare, 461 common, 315 frequent classes out of 1230
 FREQ_SHARE = {"r": 454 / 1230, "c": 461 / 1230, "f": 315 / 1230}
+# LVIS v1: 337 rare, 461 common, 405 frequent classes out of 1203; val has 19,809 images
+V1_FREQ_SHARE = {"r": 337 / 1203, "c": 461 / 1203, "f": 405 / 1203}
+V1_CATEGORIES, V1_VAL_IMAGES = 1203, 19_809
 
 
 def _polygon(rng: np.random.Generator, x: float, y: float, w: float, h: float) -> list[float]:
@@ -53,11 +71,12 @@ def _polygon(rng: np.random.Generator, x: float, y: float, w: float, h: float) -
     return [round(float(v), 2) for p in pts for v in p]
 
 
-def make_gt(n_images: int, n_categories: int, seed: int = 0) -> dict:
+def make_gt(n_images: int, n_categories: int, seed: int = 0, shares: dict[str, float] = FREQ_SHARE) -> dict:
+    """The first images are the same whatever ``n_images`` (the generator draws image after image)."""
     rng = np.random.default_rng(seed)
     # class ids 1..K; frequency by rank, as in LVIS where the frequent classes hold most instances
-    n_f = round(n_categories * FREQ_SHARE["f"])
-    n_c = round(n_categories * FREQ_SHARE["c"])
+    n_f = round(n_categories * shares["f"])
+    n_c = round(n_categories * shares["c"])
     freq = ["f"] * n_f + ["c"] * n_c + ["r"] * (n_categories - n_f - n_c)
     order = rng.permutation(n_categories)  # class ids are not sorted by frequency
     cat_ids = order + 1
@@ -166,22 +185,23 @@ def make_detections(gt: dict, dets_per_image: int, with_masks: bool, seed: int =
     return frame
 
 
-def results_json(gt: dict, dets: pd.DataFrame, iou_type: str) -> list[dict]:
-    """The LVIS results list of the same detections (segm results without bbox: areas from masks)."""
+def results_json(gt: dict, dets: pd.DataFrame, iou_type: str, with_bbox: bool = False) -> list[dict]:
+    """The LVIS results list of the same detections.  segm results carry a bbox only ``with_bbox`` (then
+    lvis-api sizes them by box area, as lst-eval does; without, both size them by mask area)."""
     hw = {img["id"]: [img["height"], img["width"]] for img in gt["images"]}
     image_id = dets["image_id"].tolist()
     category_id = dets["category_id"].tolist()
     score = dets["score"].astype(np.float64).tolist()
-    if iou_type == "bbox":
-        boxes = dets[["x", "y", "w", "h"]].to_numpy(np.float64).tolist()
-        return [
-            {"image_id": i, "category_id": c, "score": s, "bbox": b}
-            for i, c, s, b in zip(image_id, category_id, score, boxes, strict=True)
-        ]
-    return [
-        {"image_id": i, "category_id": c, "score": s, "segmentation": {"size": hw[i], "counts": r.decode()}}
-        for i, c, s, r in zip(image_id, category_id, score, dets["rle_counts"].tolist(), strict=True)
+    records = [
+        {"image_id": i, "category_id": c, "score": s} for i, c, s in zip(image_id, category_id, score, strict=True)
     ]
+    if iou_type == "bbox" or with_bbox:
+        for r, b in zip(records, dets[["x", "y", "w", "h"]].to_numpy(np.float64).tolist(), strict=True):
+            r["bbox"] = b
+    if iou_type == "segm":
+        for r, i, counts in zip(records, image_id, dets["rle_counts"].tolist(), strict=True):
+            r["segmentation"] = {"size": hw[i], "counts": counts.decode()}
+    return records
 
 
 def run_lvis_api(gt_path: Path, dets_path: Path, iou_type: str) -> tuple[float, dict[str, float]]:
@@ -237,6 +257,118 @@ def bench(label: str, gt: dict, dets: pd.DataFrame, iou_type: str, tmp: Path, lv
     return agree
 
 
+# --------------------------------------------------------------------------- LVIS v1 val scale, one process each
+
+V1_RUNS = (("lst-eval", "Parquet"), ("lst-eval", "json"), ("lvis-api", "json"))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), in MiB."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def measure(tool: str, gt_path: str, dets_path: str) -> None:
+    """Run one tool (segm) in this process; print one json line: seconds, peak MiB, metrics."""
+    if tool == "lvis-api":
+        seconds, metrics = run_lvis_api(Path(gt_path), Path(dets_path), "segm")
+    elif tool == "lst-eval":
+        out = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(out):
+            rc = lst_eval(["--gt", gt_path, "--dets", dets_path, "--iou-type", "segm"])
+        seconds = time.perf_counter() - start
+        if rc != 0:
+            raise SystemExit(f"lst-eval exited with {rc}")
+        metrics = json.loads(out.getvalue())
+    else:  # the imports alone: the floor of every process here
+        seconds, metrics = 0.0, {}
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_rss_mib(), "metrics": metrics}))
+
+
+def in_own_process(tool: str, gt_path: Path, dets_path: Path) -> dict:
+    cmd = [sys.executable, __file__, "--measure", tool, "--gt", str(gt_path), "--dets", str(dets_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{tool} on {dets_path} failed (exit {done.returncode}): {done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_v1_files(gt: dict, dets: pd.DataFrame, n: int, tmp: Path) -> dict[str, Path]:
+    """The first ``n`` images: ground truth json, detections.parquet and detectron2's results json."""
+    images = gt["images"][:n]
+    ids = {img["id"] for img in images}
+    sub_gt = {
+        "images": images,
+        "annotations": [a for a in gt["annotations"] if a["image_id"] in ids],
+        "categories": gt["categories"],
+    }
+    sub_dets = dets[dets["image_id"].isin(ids)].reset_index(drop=True)
+    paths = {"gt": tmp / f"v1_{n}_gt.json", "Parquet": tmp / f"v1_{n}.parquet", "json": tmp / f"v1_{n}.json"}
+    paths["gt"].write_text(json.dumps(sub_gt))
+    sub_dets.to_parquet(paths["Parquet"])
+    paths["json"].write_text(json.dumps(results_json(sub_gt, sub_dets, "segm", with_bbox=True)))
+    mb = {k: f"{v.stat().st_size / 1e6:.0f} MB" for k, v in paths.items()}
+    print(
+        f"[v1] {n} images: {len(sub_gt['annotations'])} annotations, {len(sub_dets)} detections; "
+        f"gt json {mb['gt']}, detections.parquet {mb['Parquet']}, results json {mb['json']}",
+        flush=True,
+    )
+    return paths
+
+
+def v1_row(images: int, label: str, figures: dict[tuple[str, str], tuple[float, float]]) -> str:
+    cells = [f"{figures[run][0]:8.1f} s {figures[run][1]:7.0f} MiB" for run in V1_RUNS]
+    t_lst, m_lst = figures[V1_RUNS[0]]
+    t_api, m_api = figures[V1_RUNS[2]]
+    return f"{images:>6} {label:<12} " + " | ".join(cells) + f" | {t_api / t_lst:5.1f}x {m_api / m_lst:5.1f}x"
+
+
+def v1_scale(sizes: list[int], dets_per_image: int, seed: int, tmp: Path) -> bool:
+    """segm cost of lst-eval and lvis-api at the given sizes, extrapolated to LVIS v1 val; True if the
+    metrics of every run agree with lvis-api's to 1e-6."""
+    t0 = time.perf_counter()
+    gt = make_gt(max(sizes), V1_CATEGORIES, seed, V1_FREQ_SHARE)
+    dets = make_detections(gt, dets_per_image, with_masks=True, seed=seed + 1)
+    print(f"[v1] generated {max(sizes)} images in {time.perf_counter() - t0:.0f} s", flush=True)
+    baseline = in_own_process("imports", Path(), Path())["peak_mib"]
+    measured, agree = {}, True
+    for n in sorted(sizes):
+        paths = write_v1_files(gt, dets, n, tmp)
+        runs = {(tool, kind): in_own_process(tool, paths["gt"], paths[kind]) for tool, kind in V1_RUNS}
+        reference = runs[V1_RUNS[2]]["metrics"]
+        for run in V1_RUNS[:2]:
+            diff = max(abs(runs[run]["metrics"][k] - reference[k]) for k in METRIC_KEYS)
+            agree &= diff <= 1e-6
+            print(f"[v1] {n} images: {run[0]} on the {run[1]} vs lvis-api: max abs metric difference {diff:.1e}")
+        measured[n] = {run: (r["seconds"], r["peak_mib"]) for run, r in runs.items()}
+    del gt, dets
+
+    print(f"[v1] segm, {V1_CATEGORIES} classes, {dets_per_image} detections per image (10% of images 10% more)")
+    print(f"[v1] peak memory of a process that only imports (included in every figure): {baseline:.0f} MiB")
+    head = " | ".join(f"{f'{tool} ({kind})':>21}" for tool, kind in V1_RUNS)
+    print(f"[v1] {'images':>6} {'':<12} {head} | lvis-api / lst-eval (Parquet): time, memory")
+    for n in sorted(measured):
+        print("[v1] " + v1_row(n, "measured", measured[n]))
+    if V1_VAL_IMAGES not in measured:
+        xs = np.array(sorted(measured), dtype=np.float64)
+        line = {}
+        for run in V1_RUNS:
+            line[run] = tuple(
+                float(np.polyval(np.polyfit(xs, [measured[n][run][j] for n in sorted(measured)], 1), V1_VAL_IMAGES))
+                for j in (0, 1)
+            )
+        print("[v1] " + v1_row(V1_VAL_IMAGES, "extrapolated", line))
+        print(
+            f"[v1] extrapolated: a straight line through the measured sizes ({', '.join(map(str, sorted(measured)))})"
+        )
+    print(f"[v1] metrics of lst-eval (Parquet and json) agree with lvis-api's to 1e-6: {agree}", flush=True)
+    return agree
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
@@ -247,7 +379,24 @@ def main() -> int:
     parser.add_argument("--skip-bbox", action="store_true")
     parser.add_argument("--skip-segm", action="store_true")
     parser.add_argument("--skip-lvis-api", action="store_true", help="time lst only")
+    parser.add_argument(
+        "--v1-images",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help=f"LVIS v1 val cost (segm): measure at these image counts, extrapolate to {V1_VAL_IMAGES}",
+    )
+    parser.add_argument("--measure", choices=("lst-eval", "lvis-api", "imports"), help=argparse.SUPPRESS)
+    parser.add_argument("--gt", help=argparse.SUPPRESS)
+    parser.add_argument("--dets", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure:  # a child process of the v1 case
+        measure(args.measure, args.gt, args.dets)
+        return 0
+    if args.v1_images:
+        sizes = sorted(set(args.v1_images))
+        if sizes[0] < 1 or sizes[-1] > V1_VAL_IMAGES or (len(sizes) < 2 and sizes[-1] < V1_VAL_IMAGES):
+            parser.error(f"--v1-images: two or more counts in 1..{V1_VAL_IMAGES} (or {V1_VAL_IMAGES} itself)")
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"machine: {os.cpu_count()} CPUs, load average {load} (other work on the machine slows both sides)")
@@ -264,6 +413,8 @@ def main() -> int:
             print(f"[{iou_type}] generated the case in {time.perf_counter() - t0:.0f} s", flush=True)
             ok &= bench(iou_type, gt, dets, iou_type, tmp, not args.skip_lvis_api)
             del gt, dets
+        if args.v1_images:
+            ok &= v1_scale(sorted(set(args.v1_images)), args.dets_per_image, args.seed, tmp)
     return 0 if ok else 1
 
 

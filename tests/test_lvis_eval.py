@@ -155,16 +155,17 @@ def make_case(seed: int, ties: bool = False, buckets=("small", "medium", "large"
     return gt, dets
 
 
-def lvis_results(gt: dict, dets: pd.DataFrame, iou_type: str) -> list[dict]:
-    """The same detections as an LVIS results list.  segm results carry no bbox, so that lvis-api sizes
-    them by mask area (as detectron2 does, and as lst.lvis_eval does)."""
+def lvis_results(gt: dict, dets: pd.DataFrame, iou_type: str, with_bbox: bool = False) -> list[dict]:
+    """The same detections as an LVIS results list.  segm results carry no bbox unless ``with_bbox``:
+    lvis-api then sizes them by mask area (as detectron2 does, and as lst.lvis_eval does by default), with a
+    bbox by box area (``det_area="box"``)."""
     hw = {img["id"]: [img["height"], img["width"]] for img in gt["images"]}
     out = []
     for r in dets.itertuples(index=False):
         d = {"image_id": int(r.image_id), "category_id": int(r.category_id), "score": float(r.score)}
-        if iou_type == "bbox":
+        if iou_type == "bbox" or with_bbox:
             d["bbox"] = [float(r.x), float(r.y), float(r.w), float(r.h)]
-        else:
+        if iou_type == "segm":
             counts = r.rle_counts.decode() if isinstance(r.rle_counts, bytes) else r.rle_counts
             d["segmentation"] = {"size": hw[int(r.image_id)], "counts": counts}
         out.append(d)
@@ -333,6 +334,38 @@ def test_crowded_case_matches_lvis_api(lvis_np2, tmp_path, seed, iou_type):
     res = evaluate_lvis(gt, dets, iou_type, max_dets_per_image=40)
     ev = run_lvis_api(tmp_path, gt, lvis_results(gt, dets, iou_type), iou_type, max_dets=40)
     assert_matches_lvis_api(res, ev, gt)
+
+
+AREA_KEYS = ("APs", "APm", "APl", "ARs@300", "ARm@300", "ARl@300")
+
+
+@pytest.mark.parametrize("case", ["random0", "random2", "crowded0", "crowded1"])
+def test_box_sized_segm_matches_lvis_api_on_results_with_bbox(lvis_np2, tmp_path, case):
+    """segm results that also carry a bbox (as detectron2 and mmdetection save them): lvis-api sizes them by
+    box area, and so does det_area="box".  The crowded cases have boxes of width 0 (area 0: not evaluated)
+    around non-empty masks."""
+    max_dets = 300 if case.startswith("random") else 40
+    gt, dets = make_case(int(case[-1]), ties=True) if case.startswith("random") else make_crowded_case(int(case[-1]))
+    res = evaluate_lvis(gt, dets, "segm", max_dets, det_area="box")
+    ev = run_lvis_api(tmp_path, gt, lvis_results(gt, dets, "segm", with_bbox=True), "segm", max_dets=max_dets)
+    assert_matches_lvis_api(res, ev, gt)
+    by_mask = evaluate_lvis(gt, dets, "segm", max_dets).metrics
+    assert any(res.metrics[k] != by_mask[k] for k in AREA_KEYS)  # the sizing matters on this case
+    assert res.metrics["AP"] == by_mask["AP"] or case.startswith("crowded")  # only area 0 changes "all"
+
+
+def test_det_area_for_bbox_and_errors():
+    gt, dets = make_case(0)
+    assert evaluate_lvis(gt, dets, "bbox", det_area="box").metrics == evaluate_lvis(gt, dets, "bbox").metrics
+    by_mask = evaluate_lvis(gt, dets, "bbox", det_area="mask").metrics  # boxes matched, masks sized
+    assert by_mask["AP"] == evaluate_lvis(gt, dets, "bbox").metrics["AP"]
+    assert by_mask != evaluate_lvis(gt, dets, "bbox").metrics
+    with pytest.raises(ValueError, match="det_area"):
+        evaluate_lvis(gt, dets, "segm", det_area="polygon")
+    with pytest.raises(ValueError, match=r"\['x', 'y', 'w', 'h'\].*box areas"):
+        evaluate_lvis(gt, dets.drop(columns=["x", "y", "w", "h"]), "segm", det_area="box")
+    with pytest.raises(ValueError, match="rle_counts.*mask areas"):
+        evaluate_lvis(gt, dets.drop(columns="rle_counts"), "bbox", det_area="mask")
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
@@ -529,18 +562,20 @@ def test_cli_bbox_json_matches_lvis_api_on_the_same_file(lvis_np2, tmp_path, cap
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_cli_json_and_parquet(tmp_path, capsys, cli_case, iou_type):
     gt, dets, gt_path = cli_case
-    expected = evaluate_lvis(gt, dets, iou_type).metrics
+    # detections with boxes are sized by their box, as lvis-api does; --area mask sizes segm by the mask
+    expected = evaluate_lvis(gt, dets, iou_type, det_area="box").metrics
+    by_mask = evaluate_lvis(gt, dets, iou_type).metrics
+    assert (expected == by_mask) == (iou_type == "bbox")
 
     # LVIS results json with both bbox and segmentation, as detectors write them
-    results = lvis_results(gt, dets, "segm")
-    for r, box in zip(results, dets[["x", "y", "w", "h"]].to_numpy().tolist(), strict=True):
-        r["bbox"] = box
     json_path = tmp_path / "dets.json"
-    json_path.write_text(json.dumps(results))
+    json_path.write_text(json.dumps(lvis_results(gt, dets, "segm", with_bbox=True)))
     assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", iou_type]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == list(METRIC_KEYS)
     assert out == pytest.approx(expected, abs=1e-12)
+    assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", iou_type, "--area", "mask"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(by_mask, abs=1e-12)
 
     # Parquet, rle counts as bytes and as str
     for counts in ("bytes", "str"):
@@ -551,6 +586,66 @@ def test_cli_json_and_parquet(tmp_path, capsys, cli_case, iou_type):
         frame.to_parquet(pq_path)
         assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", iou_type]) == 0
         assert json.loads(capsys.readouterr().out) == pytest.approx(expected, abs=1e-12)
+    assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", iou_type, "--area", "mask"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(by_mask, abs=1e-12)
+    # Parquet masks without boxes: sized by the mask, as lvis-api sizes a results json without bbox
+    if iou_type == "segm":
+        dets.drop(columns=["x", "y", "w", "h"]).to_parquet(pq_path)
+        assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", iou_type]) == 0
+        assert json.loads(capsys.readouterr().out) == pytest.approx(by_mask, abs=1e-12)
+
+
+def lvis_api_on_file(gt_path, results_path, iou_type: str) -> dict[str, float]:
+    """lvis-api's metrics on a results file, read by lvis-api itself."""
+    lvis_gt = LVIS(str(gt_path))
+    ev = LVISEval(lvis_gt, LVISResults(lvis_gt, str(results_path)), iou_type)
+    ev.run()
+    return {k: float(v) for k, v in ev.get_results().items()}
+
+
+@pytest.mark.parametrize("with_bbox", [True, False])
+def test_cli_segm_sizes_detections_as_lvis_api_on_the_same_file(lvis_np2, tmp_path, capsys, with_bbox):
+    """lst-eval and lvis-api on one segm results json: with a bbox in every record (detectron2's and
+    mmdetection's files) both size detections by box area, without by mask area; and the Parquet those
+    detections came from, exported to that json, gives the same numbers."""
+    gt, dets = make_case(0)
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(gt))
+    json_path = tmp_path / "dets.json"
+    json_path.write_text(json.dumps(lvis_results(gt, dets, "segm", with_bbox=with_bbox)))
+    assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", "segm"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == pytest.approx(lvis_api_on_file(gt_path, json_path, "segm"), abs=1e-6)
+    by_mask = evaluate_lvis(gt, dets, "segm").metrics
+    assert (out == pytest.approx(by_mask, abs=1e-12)) != with_bbox
+    assert out["APs"] != by_mask["APs"] or not with_bbox
+
+    if with_bbox:  # detections.parquet (float32 columns) -> its export -> lvis-api, against lst-eval on it
+        pq_path, exported = tmp_path / "detections.parquet", tmp_path / "exported.json"
+        dets.to_parquet(pq_path)
+        assert (
+            main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", "segm", "--export-json", str(exported)])
+            == 0
+        )
+        out = json.loads(capsys.readouterr().out)
+        assert out == pytest.approx(lvis_api_on_file(gt_path, exported, "segm"), abs=1e-6)
+
+
+def test_cli_refuses_results_where_only_some_have_a_bbox(tmp_path, capsys, cli_case):
+    """lvis-api sizes every result as it sizes the first one (and fails on a later one without bbox)."""
+    gt, dets, gt_path = cli_case
+    results = lvis_results(gt, dets, "segm", with_bbox=True)
+    del results[3]["bbox"]
+    json_path = tmp_path / "mixed.json"
+    json_path.write_text(json.dumps(results))
+    for area in ("lvis", "mask"):
+        assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", "segm", "--area", area]) == 2
+        err = capsys.readouterr().err
+        assert str(json_path) in err and "detection #3 has no bbox" in err
+    # masks alone cannot be evaluated as boxes (lvis-api would take their bounding boxes)
+    json_path.write_text(json.dumps(lvis_results(gt, dets, "segm")))
+    assert main(["--gt", str(gt_path), "--dets", str(json_path), "--iou-type", "bbox"]) == 1
+    assert "['x', 'y', 'w', 'h']" in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys, cli_case):
@@ -647,7 +742,8 @@ def test_export_cli_and_errors(tmp_path, capsys, cli_case):
     # export and evaluate in one call
     out2 = tmp_path / "results2.json"
     assert main(["--gt", str(gt_path), "--dets", str(pq_path), "--iou-type", "segm", "--export-json", str(out2)]) == 0
-    assert json.loads(capsys.readouterr().out) == pytest.approx(evaluate_lvis(gt, dets, "segm").metrics, abs=1e-12)
+    expected = evaluate_lvis(gt, dets, "segm", det_area="box").metrics  # the Parquet has boxes
+    assert json.loads(capsys.readouterr().out) == pytest.approx(expected, abs=1e-12)
     assert out2.read_bytes() == out.read_bytes()
 
     with pytest.raises(ValueError, match="image sizes"):

@@ -14,9 +14,11 @@ the masks it compares, only in segm mode).  The rules, as in lvis-api:
 * ground truth and detections of area 0 take no part (lvis-api's ``get_ann_ids`` keeps 0 < area < inf);
   a ground truth with a true ``ignore`` field is ignored, as lvis-api does;
 * IoU thresholds 0.50:0.05:0.95, 101 recall points, area ranges all/small/medium/large.  Ground truth size
-  is its ``area`` field; a detection's size is ``w * h`` for bbox and its mask area for segm (lvis-api uses
-  the box area for segm results that also carry a box; detectron2 drops the box to get mask areas, and so
-  do we, since segm detections are given here by their RLE alone);
+  is its ``area`` field.  A detection's size (for the area ranges and the area-0 rule) is set by
+  ``det_area``: by default ``w * h`` for bbox and the mask area for segm, as detectron2 evaluates (it drops
+  the boxes of its segm results) and as the pipeline does; ``det_area="box"`` sizes segm detections by their
+  box, as lvis-api's ``LVISResults`` does for results that carry a ``bbox`` (``lst-eval`` follows that rule
+  by default, see ``main``);
 * a summary with no valid entry (e.g. APr when no rare class has ground truth) is -1.
 
 Fixed AP (Dave et al. 2021, "Evaluating Large-Vocabulary Object Detectors: The Devil is in the Details"):
@@ -61,6 +63,8 @@ METRIC_KEYS = (
 )
 
 IOU_TYPES = ("bbox", "segm")
+DET_AREAS = ("box", "mask")  # what sizes a detection: its box (w * h) or its mask
+AREA_RULES = ("lvis", "mask")  # lst-eval --area: as lvis-api's LVISResults, or by the mask (detectron2)
 FIXED_AP_DETS_PER_CLASS = 10_000  # the paper's K for LVIS
 _FREQUENCIES = ("r", "c", "f")
 _AREA_LABELS = ("all", "small", "medium", "large")
@@ -104,6 +108,7 @@ def evaluate_lvis(
     *,
     max_dets_per_class: int | None = None,
     fixed_ap: bool = False,
+    det_area: str | None = None,
 ) -> EvalResult:
     """Evaluate ``detections`` against the LVIS-format ``gt`` dict (not modified) with LVIS rules.
 
@@ -116,10 +121,16 @@ def evaluate_lvis(
     each class over the whole set, applied first) cut the detections before evaluation.  ``fixed_ap=True``
     is Fixed AP: no per-image cap and ``max_dets_per_class`` or 10,000 per class.
 
+    ``det_area`` sizes the detections: ``"box"`` (``w * h``, needs the box columns), ``"mask"`` (the RLE's
+    area, needs ``rle_counts``) or None, the evaluated region's own (box for bbox, mask for segm).
+
     The metric keys are always ``METRIC_KEYS``: as in lvis-api, the AR keys say "@300" whatever the caps.
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if det_area is not None and det_area not in DET_AREAS:
+        raise ValueError(f"det_area must be one of {DET_AREAS} or None, got {det_area!r}")
+    area_by = det_area or ("box" if iou_type == "bbox" else "mask")
     if fixed_ap:
         max_dets_per_image = None
         max_dets_per_class = FIXED_AP_DETS_PER_CLASS if max_dets_per_class is None else max_dets_per_class
@@ -127,13 +138,13 @@ def evaluate_lvis(
     per_class = _check_cap(max_dets_per_class, "max_dets_per_class")
 
     truth = _GroundTruth.build(gt, iou_type)
-    dets = _validate_detections(detections, iou_type, truth.img_ids)
+    dets = _validate_detections(detections, iou_type, area_by, truth.img_ids)
     rows = np.arange(len(detections), dtype=np.int64)  # cuts select rows; columns are gathered once, after
     if per_class is not None:
         rows = _top_k(dets, rows, "category_id", per_class)
     if per_image is not None:
         rows = _top_k(dets, rows, "image_id", per_image)
-    dets = _select(dets, rows, truth, iou_type)
+    dets = _select(dets, rows, truth, iou_type, area_by)
 
     precision, recall = _evaluate(truth, dets, iou_type)
     metrics = _summarize(precision, recall, truth.freq_groups)
@@ -285,13 +296,17 @@ def _index_of(sorted_ids: np.ndarray, values: np.ndarray, message: str) -> np.nd
 # --------------------------------------------------------------------------- detections
 
 
-def _validate_detections(detections: pd.DataFrame, iou_type: str, img_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """The needed columns as arrays, checked."""
+def _validate_detections(
+    detections: pd.DataFrame, iou_type: str, area_by: str, img_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The needed columns as arrays, checked: boxes for bbox or box areas, RLEs for segm or mask areas."""
+    need_box, need_rle = iou_type == "bbox" or area_by == "box", iou_type == "segm" or area_by == "mask"
     required = ["image_id", "category_id", "score"]
-    required += list(_BOX_COLUMNS) if iou_type == "bbox" else ["rle_counts"]
+    required += list(_BOX_COLUMNS) if need_box else []
+    required += ["rle_counts"] if need_rle else []
     missing = [c for c in required if c not in detections.columns]
     if missing:
-        raise ValueError(f"detections lack column(s) {missing} needed for iou_type={iou_type!r}")
+        raise ValueError(f"detections lack column(s) {missing} needed for iou_type={iou_type!r}, {area_by} areas")
 
     dets = {
         "image_id": _int_column(detections["image_id"], "image_id"),
@@ -302,14 +317,14 @@ def _validate_detections(detections: pd.DataFrame, iou_type: str, img_ids: np.nd
         bad = np.flatnonzero(np.isnan(dets["score"]))
         raise ValueError(f"detections have NaN scores ({bad.size} rows, first row positions {bad[:5].tolist()})")
 
-    if iou_type == "bbox":
+    if need_box:
         columns = [detections[c].to_numpy() for c in _BOX_COLUMNS]  # float64 later, for the rows evaluated
         finite = np.logical_and.reduce([np.isfinite(np.asarray(c, dtype=np.float64)) for c in columns])
         if not finite.all():
             bad = np.flatnonzero(~finite)
             raise ValueError(f"detections have non-finite boxes ({bad.size} rows, first {bad[:5].tolist()})")
         dets.update(zip(_BOX_COLUMNS, columns, strict=True))
-    else:
+    if need_rle:
         counts = detections["rle_counts"].to_numpy(dtype=object)
         is_rle = np.fromiter((isinstance(c, (bytes, str)) for c in counts), dtype=bool, count=counts.size)
         if not is_rle.all():
@@ -359,10 +374,12 @@ def _top_k(dets: dict[str, np.ndarray], rows: np.ndarray, key: str, k: int) -> n
     return rows[keep]
 
 
-def _select(dets: dict[str, np.ndarray], rows: np.ndarray, truth: _GroundTruth, iou_type: str) -> dict[str, np.ndarray]:
+def _select(
+    dets: dict[str, np.ndarray], rows: np.ndarray, truth: _GroundTruth, iou_type: str, area_by: str
+) -> dict[str, np.ndarray]:
     """The detections among ``rows`` that lvis-api evaluates, sorted as it walks them: by (image, category)
-    pair, then score descending, then row.  Adds ``img``, ``cat`` (indices), ``pair``, ``area`` and
-    ``not_exhaustive``; ``row`` is the input position."""
+    pair, then score descending, then row.  Adds ``img``, ``cat`` (indices), ``pair``, ``area`` (of the box or
+    the mask, as ``area_by`` says) and ``not_exhaustive``; ``row`` is the input position."""
     n_cat = truth.cat_ids.size
     img = np.searchsorted(truth.img_ids, dets["image_id"][rows])  # every image id is known (checked)
     cat, known = _lookup(truth.cat_ids, dets["category_id"][rows])
@@ -371,20 +388,19 @@ def _select(dets: dict[str, np.ndarray], rows: np.ndarray, truth: _GroundTruth, 
     keep = np.flatnonzero(known & np.isin(pair, truth.allowed_pairs))
     rows, img, cat, pair = rows[keep], img[keep], cat[keep], pair[keep]
 
-    rles = None
-    if iou_type == "bbox":
+    box = rles = None
+    if "x" in dets:
         box = np.stack([np.asarray(dets[c][rows], dtype=np.float64) for c in _BOX_COLUMNS], axis=1).reshape(-1, 4)
-        area = box[:, 2] * box[:, 3]
-    else:
+    if "rle_counts" in dets:
         rles = _rle_dicts(dets["rle_counts"][rows], truth.img_hw[img])
-        area = _mask_areas(rles)
+    area = box[:, 2] * box[:, 3] if area_by == "box" else _mask_areas(rles)
     valid = (area > 0) & (area < np.inf)  # lvis-api's get_ann_ids: 0 < area < inf
     order = np.lexsort((rows, -dets["score"][rows], pair))
     order = order[valid[order]]
     rows = rows[order]
     out = {"row": rows, "score": dets["score"][rows], "img": img[order], "cat": cat[order], "pair": pair[order]}
     out["area"] = area[order]
-    if rles is None:
+    if iou_type == "bbox":
         out["box"] = box[order]
     else:
         out["rle"] = rles[order]
@@ -535,8 +551,9 @@ def load_detections(path: str | Path, columns: Sequence[str] | None = None) -> p
 
     A results json is a list of ``{image_id, category_id, score, bbox?, segmentation?}`` where
     segmentation is a compressed RLE ``{"size": [h, w], "counts": str}``.  The frame gets the box columns
-    when every record has a bbox, and ``rle_counts`` plus ``rle_height``/``rle_width`` when every record
-    has a segmentation.  ``columns`` limits what is read from a Parquet file (those that exist).
+    when every record has a bbox (ValueError when only some have one: lvis-api would size them all by the
+    first one's kind), and ``rle_counts`` plus ``rle_height``/``rle_width`` when every record has a
+    segmentation.  ``columns`` limits what is read from a Parquet file (those that exist).
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -566,7 +583,13 @@ def _records_to_frame(records: Any) -> pd.DataFrame:
             "score": np.array([r["score"] for r in records], dtype=np.float64),
         }
     )
-    if records and all("bbox" in r for r in records):
+    has_box = [i for i, r in enumerate(records) if "bbox" in r]
+    if has_box and len(has_box) < len(records):
+        i = next(i for i, r in enumerate(records) if "bbox" not in r)
+        raise ValueError(
+            f"detection #{i} has no bbox but detection #{has_box[0]} has one: give every detection a bbox or none"
+        )
+    if has_box:
         boxes = np.array([r["bbox"] for r in records], dtype=np.float64).reshape(len(records), 4)
         for j, c in enumerate(_BOX_COLUMNS):
             frame[c] = boxes[:, j]  # float64 as in the file, so lvis-api sees the same boxes
@@ -662,6 +685,16 @@ def image_sizes(gt: dict) -> dict[int, tuple[int, int]]:
     return {int(img["id"]): (int(img["height"]), int(img["width"])) for img in gt["images"]}
 
 
+def lvis_api_det_area(detections: pd.DataFrame, iou_type: str) -> str:
+    """The ``det_area`` with which ``evaluate_lvis`` sizes detections as lvis-api's ``LVISResults`` does: by
+    the box (``w * h``) when the results carry boxes, by the mask otherwise.  (lvis-api decides on the first
+    result; ``load_detections`` refuses files where only some have a box.)  Parquet detections are judged as
+    their LVIS results json (``export_lvis_results``), which has the boxes of the frame."""
+    if iou_type == "bbox" or set(_BOX_COLUMNS) <= set(detections.columns):
+        return "box"
+    return "mask"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lst-eval",
@@ -676,6 +709,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fixed-ap",
         action="store_true",
         help=f"Fixed AP (Dave et al. 2021): no per-image cap, top {FIXED_AP_DETS_PER_CLASS} detections per class",
+    )
+    parser.add_argument(
+        "--area",
+        choices=AREA_RULES,
+        default="lvis",
+        help="what sizes a segm detection for APs/APm/APl and the area-0 rule: 'lvis' (default) as lvis-api's "
+        "LVISResults, its box (w * h) when the detections carry boxes (a bbox in every json record, or "
+        "x/y/w/h Parquet columns), else its mask; 'mask' its mask, as detectron2 and the pipeline's own "
+        "evaluation do.  bbox detections are sized by their box either way",
     )
     parser.add_argument("--export-json", metavar="OUT.json", help="write the detections as an LVIS results json")
     args = parser.parse_args(argv)
@@ -695,7 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     columns = None
     if args.export_json is None:  # read only what the evaluation needs
         columns = ["image_id", "category_id", "score", "rle_height", "rle_width"]
-        columns += list(_BOX_COLUMNS) if args.iou_type == "bbox" else ["rle_counts"]
+        columns += list(_BOX_COLUMNS) if args.iou_type == "bbox" or args.area == "lvis" else []
+        columns += ["rle_counts"] if args.iou_type == "segm" else []
     try:
         dets = load_detections(args.dets, columns=columns)
     except Exception as e:  # json, pyarrow and OS errors alike: the file is unusable
@@ -709,7 +752,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.iou_type is None:
             return 0
         max_dets = 300 if args.max_dets is None else args.max_dets
-        result = evaluate_lvis(gt, dets, args.iou_type, max_dets_per_image=max_dets, fixed_ap=args.fixed_ap)
+        det_area = lvis_api_det_area(dets, args.iou_type) if args.area == "lvis" else None
+        result = evaluate_lvis(
+            gt, dets, args.iou_type, max_dets_per_image=max_dets, fixed_ap=args.fixed_ap, det_area=det_area
+        )
     except (ValueError, KeyError) as e:
         print(f"lst-eval: cannot evaluate {args.dets} against {args.gt}: {e}", file=sys.stderr)
         return 1
