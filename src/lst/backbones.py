@@ -53,7 +53,7 @@ _FAMILIES = (("features.", "the keys of a MobileNet (features.*)"), ("layer1.", 
 
 
 def _downsamples(block: nn.Module) -> bool:
-    return bool(getattr(block, "_is_cn", False))  # torchvision marks MobileNet blocks of stride 2 so
+    return bool(getattr(block, "_is_cn", False))  # torchvision sets _is_cn on MobileNet blocks of stride 2
 
 
 def downsampling_stages(blocks: list[nn.Module]) -> list[nn.Module]:
@@ -77,7 +77,7 @@ def is_mobilenet_body(blocks: list[nn.Module]) -> bool:
 def mobilenet_v2_fpn(fpn_channels: int, pretrained: bool) -> BackboneWithFPN:
     """torchvision's MobileNetV2 ``features`` with an FPN over the ends of its stride-4..32 stages.
 
-    Unlike torchvision's ``mobilenet_backbone`` (two levels, both at stride 32, for one-level heads),
+    Unlike torchvision's ``mobilenet_backbone`` (for MobileNetV2 its two levels are both at stride 32),
     four levels at strides 4, 8, 16 and 32 (24, 32, 96 and 1280 channels) plus max-pool: the levels
     lst's RoI heads and 5 anchor sizes expect, as from a ResNet.
     """
