@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from workflow_copy import run_snakemake, workflow_copy
 
@@ -107,6 +108,26 @@ def test_the_valid_dataset_passes_every_step(dataset, tmp_path):
     assert "images checked: 3" in (results / "check.md").read_text()
     split = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={results / 'split'}"]
     assert run_step("split", *split, "phases.sizes=[2,1]", f"hydra.run.dir={results / 'split'}") == 0
+
+
+@pytest.fixture(scope="module")
+def split_dir(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("split")
+    args = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={out}", "phases.sizes=[2,1]"]
+    assert run_step("split", *args, f"hydra.run.dir={out}") == 0
+    return out
+
+
+def train_base(dataset, split_dir, out: Path, *overrides: str) -> int:
+    """The base model of the small test dataset: 2 iterations of 1 image at 64 px, the body frozen."""
+    return run_step(
+        "train_base", f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={split_dir}",
+        f"dataset.image_root={dataset['image_root']}", f"paths.model={out / 'model.pt'}",
+        f"paths.work_dir={out / 'train'}", "paths.eval_curve=null", f"hydra.run.dir={out}", "device=cpu",
+        "model.min_size=64", "model.max_size=64", "train_base.iterations=2", "train_base.batch_size=1",
+        "train_base.freeze_backbone_stages=5", "train_base.warmup_iters=1", "train_base.log_period=1",
+        *overrides,
+    )  # fmt: skip
 
 
 def _set(path: list, value) -> Callable[[dict], None]:
@@ -337,6 +358,61 @@ def test_bad_coco_checkpoints_are_refused(tmp_path, capfd, name):
         capfd, "trim_weights", f"paths.source_weights={source}", f"paths.init={out / 'init.pt'}",
         f"hydra.run.dir={out}",
     )  # fmt: skip
+    assert f"{source}: " in log and message in log
+    assert "unpickled!" not in log
+    assert files_under(tmp_path / "results") == []
+
+
+def _cheap_imagenet_state(constructor=torchvision.models.mobilenet_v2) -> dict[str, torch.Tensor]:
+    """A torchvision ImageNet state dict's names and shapes, one value per tensor (tiny files)."""
+    return {key: torch.zeros((), dtype=v.dtype).expand(v.shape) for key, v in constructor().state_dict().items()}
+
+
+def _saved(change: Callable[[dict], None], constructor=torchvision.models.mobilenet_v2) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        state = _cheap_imagenet_state(constructor)
+        change(state)
+        torch.save(state, path)
+
+    return make
+
+
+BACKBONE_CASES = {
+    # name: (how to make the file, model config, what the error must say)
+    "not_a_state_dict": (lambda p: p.write_text("weights\n"), "mobilenet_v2_fpn", "not a state dict"),
+    "unsafe_pickle": (
+        lambda p: torch.save({"features.0.0.weight": _Payload()}, p), "mobilenet_v2_fpn", "objects other than tensors"
+    ),
+    "missing_key": (
+        _saved(lambda s: s.pop("features.18.1.bias")), "mobilenet_v2_fpn",
+        "not torchvision mobilenet_v2() ImageNet weights: missing keys ['features.18.1.bias' (1 in all)]",
+    ),
+    "wrong_shape": (
+        _saved(lambda s: s.update({"features.0.0.weight": torch.zeros(16, 3, 3, 3)})), "mobilenet_v2_fpn",
+        "wrong shapes (1): 'features.0.0.weight': (16, 3, 3, 3) in the file, (32, 3, 3, 3) in the model",
+    ),
+    "another_backbone": (
+        _saved(lambda s: None, torchvision.models.resnet18), "mobilenet_v2_fpn",
+        "none of its keys is a body key: the keys of a ResNet (layer1-4.*)",
+    ),
+    "resnet18_for_resnet50": (
+        _saved(lambda s: None, torchvision.models.resnet18), "resnet50_fpn",
+        "not torchvision resnet50() ImageNet weights: missing keys ['layer1.0.conv3.weight'",
+    ),
+    "backbone_without_format": (_saved(lambda s: None), "small", "model.backbone=small takes no pretrained weights"),
+    "absent": (lambda p: None, "mobilenet_v2_fpn", "backbone weights file does not exist"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BACKBONE_CASES)
+def test_bad_backbone_weights_are_refused(dataset, split_dir, tmp_path, capfd, name):
+    make, model, message = BACKBONE_CASES[name]
+    source = tmp_path / "imagenet.pth"
+    make(source)
+    out = tmp_path / "results" / "base"
+    code = train_base(dataset, split_dir, out, f"model={model}", f"model.backbone_weights={source}")
+    log = printed(capfd)
+    assert code == 1
     assert f"{source}: " in log and message in log
     assert "unpickled!" not in log
     assert files_under(tmp_path / "results") == []

@@ -32,6 +32,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
 from lst import distributed
+from lst.backbones import downsampling_stages, is_mobilenet_body
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream, collate
 
@@ -51,7 +52,10 @@ def backbone_stages(body: nn.Module) -> list[nn.Module]:
     """The body's stages in order: the stem, then layer1..layer4 (maskrcnn-benchmark's numbering 1-5)."""
     if hasattr(body, "conv1"):  # a torchvision ResNet: the stem is conv1 + bn1
         return [nn.ModuleList([body.conv1, body.bn1]), body.layer1, body.layer2, body.layer3, body.layer4]
-    return list(body.children())
+    blocks = list(body.children())
+    if is_mobilenet_body(blocks):  # a flat list of blocks: a stage ends before each block of stride 2
+        return downsampling_stages(blocks)
+    return blocks
 
 
 def freeze_backbone_stages(model: nn.Module, num_stages: int) -> list[nn.Module]:

@@ -22,6 +22,8 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from lst.backbones import mobilenet_v2_fpn
+
 BOX_PREDICTOR = "roi_heads.box_predictor."
 MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
 
@@ -160,12 +162,17 @@ def _backbone(cfg: dict[str, Any]) -> BackboneWithFPN:
             extra_blocks=LastLevelMaxPool(),
         )
     if name in ("resnet50_fpn", "resnet18_fpn"):
-        # weights=None: nothing is downloaded; COCO weights come from a trimmed checkpoint
+        # weights=None: nothing is downloaded; weights come from a trimmed COCO checkpoint or
+        # model.backbone_weights (lst.backbones); FrozenBatchNorm2d (torchvision's default) either way
         backbone = resnet_fpn_backbone(backbone_name=name.removesuffix("_fpn"), weights=None, trainable_layers=5)
         if cfg.get("stride_in_1x1", False):
             _move_stride_to_1x1(backbone.body)
         return backbone
-    raise ValueError(f"model.backbone: unknown backbone {name!r} (choose small, resnet18_fpn, resnet50_fpn)")
+    if name == "mobilenet_v2_fpn":
+        return mobilenet_v2_fpn(cfg["fpn_channels"], pretrained=bool(cfg.get("backbone_weights")))
+    raise ValueError(
+        f"model.backbone: unknown backbone {name!r} (choose small, resnet18_fpn, resnet50_fpn, mobilenet_v2_fpn)"
+    )
 
 
 def _move_stride_to_1x1(body: nn.Module) -> None:

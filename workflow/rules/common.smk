@@ -91,6 +91,8 @@ def hydra_args(step, run_dir, method=BASE, phase=0, **paths):
         f"hydra.output_subdir=.hydra/{step}",
         f"hydra.job.name={step}",
     ]
+    if step == "train_base" and BACKBONE_WEIGHTS:  # the models built afresh: base and joint
+        args.append(f"model.backbone_weights={BACKBONE_WEIGHTS}")
     args += [f"dataset.{key}={value}" for key, value in config["dataset"].items()]
     args += [f"phases.{key}={value}" for key, value in phases.items()]
     for key, value in paths.items():
@@ -124,6 +126,8 @@ def model_path(method, phase):
 
 # the trimmed COCO checkpoint the base phase starts from, when the config names one
 INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
+# an ImageNet state dict for the backbone body of the models built afresh (the COCO checkpoint wins)
+BACKBONE_WEIGHTS = config.get("backbone_weights")
 DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "categories.parquet")
 # written by check_data once every image is on disk and every mask decodes; rules that read images need it
 CHECKED = f"{RESULTS}/data/check.md"

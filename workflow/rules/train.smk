@@ -8,6 +8,7 @@ rule train_base:
         SPLIT,
         CHECKED,
         init=INIT or [],
+        backbone=BACKBONE_WEIGHTS or [],
     output:
         f"{RESULTS}/{BASE}/phase0/model.pt",
         curve=f"{RESULTS}/{BASE}/phase0/eval_curve.parquet",
@@ -57,6 +58,7 @@ rule train_joint:
         SPLIT,
         CHECKED,
         init=INIT or [],
+        backbone=BACKBONE_WEIGHTS or [],
     output:
         f"{RESULTS}/{{method}}/phase{K}/model.pt",
         curve=f"{RESULTS}/{{method}}/phase{K}/eval_curve.parquet",

@@ -3,6 +3,13 @@
 ``phase`` says which classes: 0 for the base model, the last phase for ``joint`` / ``joint_rfs``
 (all classes, the non-incremental baseline); ``method.repeat_factor_sampling`` switches the uniform image
 sampler to detectron2's repeat-factor sampling.
+
+Initial weights: a trimmed COCO Mask R-CNN checkpoint (``paths.init``) initialises everything but the
+class-specific layers; else ``model.backbone_weights`` (an ImageNet state dict, lst.backbones) initialises
+the backbone body alone; else the model trains from scratch. With both, the COCO checkpoint wins (its
+backbone is ImageNet-initialised and COCO-trained already) and the checkpoint records
+``backbone_weights: null``. The file's path stays in the model config (it sets the body's norm layer),
+its sha256 in the checkpoint's ``meta`` and in the resume fingerprint.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 import torch
 
 from lst import distributed
+from lst.backbones import load_backbone_weights
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
 from lst.engine import rank_samples, train
@@ -47,6 +55,11 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         meta = dict(init.get("meta", {}))
         # converted weights dictate their input normalisation and stride placement
         model_cfg.update({k: meta[k] for k in ("image_mean", "image_std", "stride_in_1x1") if k in meta})
+    backbone_file = model_cfg.get("backbone_weights")
+    if init is not None and backbone_file:
+        # the COCO checkpoint's backbone was itself trained from ImageNet weights, then on COCO
+        log.warning("%s is not loaded: the COCO checkpoint's backbone takes precedence", backbone_file)
+        model_cfg["backbone_weights"] = backbone_file = None
     torch.manual_seed(seed)
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     if init is not None:
@@ -54,8 +67,12 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
 
         load_trimmed_into(model, init["model"])
         log.info("initialised from %s", cfg["paths"]["init"])
+    elif backbone_file:
+        digest = load_backbone_weights(model.backbone.body, model_cfg["backbone"], backbone_file)
+        meta["backbone_weights"] = {"path": str(backbone_file), "sha256": digest}
+        log.info("backbone body initialised from %s (sha256 %s); the heads train from scratch", backbone_file, digest)
     else:
-        log.info("no COCO checkpoint configured: the model trains from scratch")
+        log.info("no COCO checkpoint or backbone weights configured: the model trains from scratch")
     # the global stream (batch_size images per process per iteration), of which this rank takes its share
     budget = (train_cfg["iterations"], train_cfg["batch_size"], context.world_size)
     if method["repeat_factor_sampling"]:
@@ -78,7 +95,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
             "category_ids": data.category_ids.tolist(),
             "config": {"model": model_cfg, "train": train_cfg, "method": method["name"], "phase": phase},
             "meta": meta,
-            "fingerprint": file_digest(cfg["paths"]["init"]),
+            "fingerprint": file_digest(cfg["paths"]["init"], backbone_file),
         },
         seed=seed,
         hooks=training_hooks(cfg, train_cfg["eval_period"], work_dir),
