@@ -158,11 +158,12 @@ JSON_CASES = {
     "unknown_neg_category": ("train", _set(["images", 0, "neg_category_ids"], [42]), "neg_category_ids: [42]"),
     "no_categories": ("train", _set(["categories"], []), "has no categories"),
     "val_adds_a_category": ("val", _set(["annotations", 0, "category_id"], 7), "unknown category ids"),
-    "val_repeats_train_images": (
+    "val_repeats_an_image_id": (
         "val",
-        lambda d: (d["images"][0].update(id=1), d["annotations"][0].update(image_id=1)),
-        "image ids [1] are also in",
+        lambda d: d["images"].append(dict(d["images"][0], file_name="val2017/d.png")),
+        "duplicate image ids [3]",
     ),
+    "not_a_crowd_flag": ("train", _set(["annotations", 0, "iscrowd"], 2), "an iscrowd other than 0 or 1"),
 }
 
 

@@ -122,11 +122,14 @@ def test_refuses_truncated_json(tmp_path, make_lvis_file):
         read_lvis_json(path, "train")
 
 
-def test_val_must_not_share_ids_or_add_categories(tmp_path, make_lvis_file):
+def test_val_may_reuse_train_ids_but_not_add_categories(tmp_path, make_lvis_file):
+    """Files exported on their own number from 1 each: images stay apart by split; new categories are refused."""
     train_path = make_lvis_file(tmp_path / "train.json")
     train = read_lvis_json(train_path, "train")
-    with pytest.raises(DataError, match="also in"):
-        merge_splits(train, read_lvis_json(train_path, "val"), train_path, train_path)
+    both = merge_splits(train, read_lvis_json(train_path, "val"), train_path, train_path)
+    assert both.images["image_id"].to_pylist() == [1, 2, 1, 2]
+    assert both.images["split"].to_pylist() == ["train", "train", "val", "val"]
+    assert both.annotations["annotation_id"].to_pylist() == [10, 11, 10, 11]
     val_path = make_lvis_file(tmp_path / "val.json", categories=[{"id": 7, "name": "x"}], images=[], annotations=[])
     with pytest.raises(DataError, match=r"category ids \[7\]"):
         merge_splits(train, read_lvis_json(val_path, "val"), train_path, val_path)

@@ -108,7 +108,7 @@ def _lvis_v05_like(data_dir):
             "image_id": np.concatenate([train_image, val_image]),
             "split": ["train"] * len(train_category) + ["val"] * len(groups),
             "category_id": np.concatenate([train_category, category_ids]),
-            "x": 1.0, "y": 1.0, "w": 4.0, "h": 4.0, "area": 16.0,
+            "x": 1.0, "y": 1.0, "w": 4.0, "h": 4.0, "area": 16.0, "iscrowd": False,
             "segmentation": "[[1,1,5,1,5,5]]",
         }
     )  # fmt: skip

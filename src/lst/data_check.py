@@ -6,6 +6,7 @@ crash a run hours in. The check reports every problem at once (counts and the fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ import msgspec
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from lst.lvis_json import DataError
+from lst.lvis_json import DataError, describe_roots, image_roots
 
 SHOWN = 5  # problems listed per kind; the rest are counted
 
@@ -61,16 +62,18 @@ def _image_problem(path: Path, width: int, height: int, decode: bool) -> tuple[s
     return None
 
 
-def check_images(images: pd.DataFrame, image_root: str | Path, decode: bool = False, workers: int = 8) -> CheckReport:
-    """Every image's file exists under ``image_root``, opens, and has the annotated size.
+def check_images(
+    images: pd.DataFrame, image_root: str | Path | Mapping[str, str], decode: bool = False, workers: int = 8
+) -> CheckReport:
+    """Every image's file exists under its split's folder of ``image_root``, opens, and has the annotated size.
 
     Only the header is read unless ``decode``; threads, because on a cluster file system the cost is I/O.
     """
-    root = Path(image_root)
+    roots = image_roots(image_root)
     report = CheckReport(images=len(images))
-    jobs = zip(images["file_name"], images["width"], images["height"], strict=True)
+    jobs = zip(images["split"], images["file_name"], images["width"], images["height"], strict=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda job: _image_problem(root / job[0], int(job[1]), int(job[2]), decode), jobs)
+        results = pool.map(lambda job: _image_problem(roots[job[0]] / job[1], int(job[2]), int(job[3]), decode), jobs)
         for result in results:
             if result is not None:
                 getattr(report, result[0]).append(result[1])
@@ -107,8 +110,8 @@ def _segmentation_problem(text: str, width: int, height: int) -> str | None:
 
 def check_segmentations(annotations: pd.DataFrame, images: pd.DataFrame, report: CheckReport) -> None:
     """Polygons have >= 3 points and an even coordinate count; RLEs match their image's size."""
-    size = images.set_index("image_id")[["width", "height"]]
-    sizes = size.loc[annotations["image_id"]].to_numpy()
+    size = images.set_index(["split", "image_id"])[["width", "height"]]  # ids are unique within a split only
+    sizes = size.loc[pd.MultiIndex.from_frame(annotations[["split", "image_id"]])].to_numpy()
     report.annotations += len(annotations)
     for annotation_id, text, (width, height) in zip(
         annotations["annotation_id"], annotations["segmentation"], sizes, strict=True
@@ -118,10 +121,10 @@ def check_segmentations(annotations: pd.DataFrame, images: pd.DataFrame, report:
             report.bad_masks.append(f"annotation {annotation_id}: {problem}")
 
 
-def raise_for_problems(report: CheckReport, data_dir: str | Path, image_root: str | Path) -> None:
+def raise_for_problems(report: CheckReport, data_dir: str | Path, image_root: str | Path | Mapping[str, str]) -> None:
     problems = report.problems()
     if problems:
         raise DataError(
-            f"input check failed for the images under {image_root} and the annotations in {data_dir}:\n  "
-            + "\n  ".join(problems)
+            f"input check failed for the images under {describe_roots(image_root)} and the annotations in "
+            f"{data_dir}:\n  " + "\n  ".join(problems)
         )

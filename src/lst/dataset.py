@@ -42,6 +42,8 @@ class DetectionData:
     """The images of one split and the annotations of the classes a model knows.
 
     ``categories`` are the seen classes in label order (``rank`` column); label = position + 1.
+    ``image_root`` is the split's image folder. Crowd regions (``iscrowd``) are kept apart in ``crowd``:
+    no target holds them; only the evaluation reads them.
     """
 
     def __init__(
@@ -58,8 +60,12 @@ class DetectionData:
         self.label_of = {int(c): i + 1 for i, c in enumerate(self.category_ids)}
         self.images = images.set_index("image_id", drop=False)
         known = annotations["category_id"].isin(self.label_of) & annotations["image_id"].isin(self.images.index)
+        crowd = annotations["iscrowd"].to_numpy(bool) if "iscrowd" in annotations else np.zeros(len(annotations), bool)
         # the annotations this data serves: seen classes, on its images
-        self.annotations = annotations[known].sort_values("annotation_id", kind="stable").reset_index(drop=True)
+        self.annotations = (
+            annotations[known & ~crowd].sort_values("annotation_id", kind="stable").reset_index(drop=True)
+        )
+        self.crowd = annotations[known & crowd].sort_values("annotation_id", kind="stable").reset_index(drop=True)
         self._annotations = {int(i): group for i, group in self.annotations.groupby("image_id", sort=False)}
 
     def image_ids(self) -> np.ndarray:

@@ -84,7 +84,8 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 
 def ground_truth(images: pd.DataFrame, annotations: pd.DataFrame, categories: pd.DataFrame) -> dict[str, Any]:
-    """LVIS-format ground truth of a phase's val set: seen classes only, in lists and in annotations."""
+    """LVIS-format ground truth of a phase's val set: seen classes only, in lists and in annotations (crowd
+    regions, from an ``iscrowd`` column, flagged as in COCO)."""
     seen = set(categories["category_id"].tolist())
     annotations = annotations[annotations["category_id"].isin(seen) & annotations["image_id"].isin(images["image_id"])]
     return {
@@ -106,6 +107,7 @@ def ground_truth(images: pd.DataFrame, annotations: pd.DataFrame, categories: pd
                 "bbox": [float(row.x), float(row.y), float(row.w), float(row.h)],
                 "area": float(row.area),
                 "segmentation": json.loads(row.segmentation),
+                "iscrowd": int(getattr(row, "iscrowd", False)),
             }
             for row in annotations.itertuples()
         ],

@@ -25,7 +25,11 @@ Fixed AP (Dave et al. 2021, "Evaluating Large-Vocabulary Object Detectors: The D
 ``fixed_ap=True`` drops the per-image cap and keeps the top 10,000 detections of each class over the whole
 set instead, as the paper's reference code does before calling lvis-api with ``max_dets=-1``.
 
-LVIS annotations carry no crowd flag: ``iscrowd`` is not used (lvis-api does not use it either).
+Crowd regions (``iscrowd: 1``, COCO's; LVIS has none, and lvis-api ignores the flag) are handled as
+pycocotools' ``COCOeval`` does: a crowd ground truth is ignored in every area range, matched after the
+others, and never used up (several detections may match it); IoU with it is the intersection over the
+detection's area; a detection matched to it is neither true nor false positive.  Crowd regions are not
+counted in ``num_gt``.
 """
 
 from __future__ import annotations
@@ -178,10 +182,11 @@ class _GroundTruth:
     ann_cat: np.ndarray  # category index
     ann_area: np.ndarray
     ann_ignore: np.ndarray  # the annotation's own "ignore" field
+    ann_crowd: np.ndarray  # a crowd region (COCO's iscrowd)
     ann_box: np.ndarray | None  # [n, 4] xywh, bbox only
     allowed_pairs: np.ndarray  # sorted: pairs with ground truth or listed as negative
     not_exhaustive_pairs: np.ndarray  # sorted
-    num_gt_all: np.ndarray  # every annotation per category, for the per-class table
+    num_gt_all: np.ndarray  # every annotation but crowd regions per category, for the per-class table
 
     @classmethod
     def build(cls, gt: dict, iou_type: str) -> _GroundTruth:
@@ -209,6 +214,7 @@ class _GroundTruth:
             raise ValueError(f"ground truth has duplicate annotation ids, e.g. {dup[:5].tolist()}")
         area = np.fromiter((float(a["area"]) for a in anns), dtype=np.float64, count=len(anns))
         own_ignore = np.fromiter((bool(a.get("ignore", 0)) for a in anns), dtype=bool, count=len(anns))
+        crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), dtype=bool, count=len(anns))
 
         valid = (area > 0) & (area < np.inf)
         pair = a_img_idx * n_cat + a_cat_idx
@@ -249,10 +255,11 @@ class _GroundTruth:
             ann_cat=a_cat_idx[kept],
             ann_area=area[kept],
             ann_ignore=own_ignore[kept],
+            ann_crowd=crowd[kept],
             ann_box=box,
             allowed_pairs=np.union1d(pair[kept], listed_pairs("neg_category_ids")),
             not_exhaustive_pairs=np.unique(listed_pairs("not_exhaustive_category_ids")),
-            num_gt_all=np.bincount(a_cat_idx, minlength=n_cat).astype(np.int64),
+            num_gt_all=np.bincount(a_cat_idx[~crowd], minlength=n_cat).astype(np.int64),
         )
 
     def rle(self, kept_index: int) -> dict:
@@ -459,7 +466,7 @@ def _segm_iou(truth: _GroundTruth, dets: dict[str, np.ndarray], edge_det: np.nda
         n_gt = (hi - lo) // n_det
         d_rles = dets["rle"][d0 : d0 + n_det].tolist()
         g_rles = [truth.rle(g) for g in range(g0, g0 + n_gt)]
-        ious = mask_utils.iou(d_rles, g_rles, np.zeros(n_gt, dtype=np.uint8))
+        ious = mask_utils.iou(d_rles, g_rles, truth.ann_crowd[g0 : g0 + n_gt].astype(np.uint8))
         out[lo:hi] = np.asarray(ious, dtype=np.float64).ravel()
     return out
 
@@ -469,20 +476,21 @@ def _evaluate(truth: _GroundTruth, dets: dict[str, np.ndarray], iou_type: str) -
     n = dets["row"].size
     edge_det, edge_gt = _edges(truth, dets)
     if iou_type == "bbox":
-        iou = lvis_match.box_iou(dets["box"][edge_det], truth.ann_box[edge_gt])
+        iou = lvis_match.box_iou(dets["box"][edge_det], truth.ann_box[edge_gt], truth.ann_crowd[edge_gt])
     else:
         iou = _segm_iou(truth, dets, edge_det, edge_gt)
     usable = iou >= lvis_match.IOU_THRESHOLDS[0]  # below the lowest threshold a couple never matches
     edge_det, edge_gt, iou = edge_det[usable], edge_gt[usable], iou[usable]
 
     lo, hi = lvis_match.AREA_RANGES[:, :1], lvis_match.AREA_RANGES[:, 1:]
-    gt_ignore = truth.ann_ignore[None, :] | (truth.ann_area[None, :] < lo) | (truth.ann_area[None, :] > hi)
+    ignored = truth.ann_ignore | truth.ann_crowd
+    gt_ignore = ignored[None, :] | (truth.ann_area[None, :] < lo) | (truth.ann_area[None, :] > hi)
     # the matching walks detections by pair; accumulate() wants them as lvis-api concatenates them
     order = np.lexsort((dets["row"], dets["img"], -dets["score"], dets["cat"]))
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(n)
     matched, matched_ignored = lvis_match.greedy_match(
-        edge_det, edge_gt, iou, dets["pair"], n, gt_ignore, out_index=position
+        edge_det, edge_gt, iou, dets["pair"], n, gt_ignore, out_index=position, gt_crowd=truth.ann_crowd
     )
 
     # an unmatched detection outside the area range or of a not-exhaustive class is ignored

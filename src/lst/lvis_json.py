@@ -1,8 +1,14 @@
-"""Parse LVIS-format json (v0.5, v1, or the embedded demo) into columnar tables, once.
+"""Parse LVIS-format json (v0.5, v1, or the embedded demo) or COCO instances json into columnar tables, once.
 
 The decoder is typed (msgspec): each segmentation is kept as raw json text and never becomes a Python
 string; the texts are copied once into an Arrow string column. Ids, boxes and areas go straight into
 numpy arrays and every check is vectorised, so a 1 GB LVIS v1 file ingests in seconds.
+
+A COCO instances json is a file where no image lists ``neg_category_ids``: COCO is annotated exhaustively,
+so every category not annotated on an image is written as a negative of that image (the LVIS evaluation
+then counts its detections there as false positives). Crowd regions (``iscrowd: 1``) are kept, flagged,
+for the evaluation to ignore as COCO does; nothing trains on them. Train and val files may reuse image and
+annotation ids (each exported on its own): images are keyed by (split, image_id) downstream.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import contextlib
 import gc
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain, compress
 from operator import attrgetter
@@ -20,6 +26,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lst import tables
 
@@ -31,6 +38,7 @@ MIN_BOX_SIDE = 1e-2
 _COCO_2014_NAME = re.compile(r"COCO_[a-z]+2014_\d{12}\.jpg")
 # An Arrow string array addresses at most 2 GiB of text; longer columns are split into chunks.
 _MAX_CHUNK_BYTES = 1 << 30
+SPLITS = ("train", "val")
 
 
 class DataError(ValueError):
@@ -44,7 +52,7 @@ class _Image(msgspec.Struct, gc=False):
     height: int
     file_name: str | None = None
     coco_url: str | None = None
-    neg_category_ids: list[int] = []
+    neg_category_ids: list[int] | None = None  # None in every image: a COCO-format (exhaustive) file
     not_exhaustive_category_ids: list[int] = []
 
 
@@ -55,6 +63,7 @@ class _Annotation(msgspec.Struct, gc=False):
     bbox: tuple[float, float, float, float]
     segmentation: msgspec.Raw
     area: float | None = None
+    iscrowd: int = 0  # COCO: 1 for a crowd region (RLE over several objects)
 
 
 class _Category(msgspec.Struct, gc=False):
@@ -85,7 +94,8 @@ def image_file_name(image: _Image, split: str) -> str:
     (v1's val holds images of both folders). v0.5's ``file_name`` is COCO 2014's
     (``COCO_val2014_000000397133.jpg``) but its train images are all in COCO 2017 train and its val images
     in val2017, so it becomes ``<split>2017/000000397133.jpg``, as detectron2 resolves it. Any other
-    ``file_name`` (the demo's) is taken as it is.
+    ``file_name`` (the demo's, COCO's bare ``000000397133.jpg``) is taken as it is, relative to the split's
+    own folder when ``dataset.image_root`` gives one per split (``image_roots``).
     """
     if image.file_name:
         if _COCO_2014_NAME.fullmatch(image.file_name):
@@ -94,6 +104,26 @@ def image_file_name(image: _Image, split: str) -> str:
     if image.coco_url:
         return "/".join(image.coco_url.rstrip("/").split("/")[-2:])
     raise DataError(f"image {image.id} has neither file_name nor coco_url")
+
+
+def image_roots(image_root: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
+    """The image folder of each split: ``dataset.image_root`` is one folder for both, or ``{train: DIR, val: DIR}``."""
+    if isinstance(image_root, Mapping):
+        if set(image_root) != set(SPLITS) or not all(image_root[split] for split in SPLITS):
+            raise DataError(
+                "dataset.image_root: give one folder, or one folder for each of train and val "
+                f"({{train: DIR, val: DIR}}), not {dict(image_root)}"
+            )
+        return {split: Path(image_root[split]) for split in SPLITS}
+    return {split: Path(image_root) for split in SPLITS}
+
+
+def describe_roots(image_root: str | Path | Mapping[str, str | Path]) -> str:
+    """``image_root`` for a message: the folder, or ``train: DIR, val: DIR``."""
+    roots = image_roots(image_root)
+    if roots["train"] == roots["val"]:
+        return str(roots["train"])
+    return ", ".join(f"{split}: {root}" for split, root in roots.items())
 
 
 @contextlib.contextmanager
@@ -147,10 +177,39 @@ def read_lvis_json(path: str | Path, split: str) -> LvisTables:
         if not data.categories:
             raise DataError(f"{path}: has no categories")
         categories = _category_table(data.categories, path)
+        exhaustive = all(image.neg_category_ids is None for image in data.images)
         images = _image_table(data.images, split, categories.column("category_id").to_numpy(), path)
         annotations = _annotation_table(data.annotations, split, images, categories, path)
         del data
+    if exhaustive:
+        log.info(
+            "%s: no image lists neg_category_ids: a COCO-format file, annotated exhaustively; every category not "
+            "annotated on an image is a negative of it",
+            path,
+        )
+        negatives = _absent_categories(images, annotations, categories)
+        images = images.set_column(images.schema.get_field_index("neg_category_ids"), "neg_category_ids", negatives)
+    crowd = int(pc.sum(annotations.column("iscrowd")).as_py() or 0)
+    if crowd:
+        log.info(
+            "%s: %d crowd regions (iscrowd 1): not trained on, ignored by the evaluation as COCO does", path, crowd
+        )
     return LvisTables(images=images, annotations=annotations, categories=categories)
+
+
+def _absent_categories(images: pa.Table, annotations: pa.Table, categories: pa.Table) -> pa.ListArray:
+    """Per image, the ids of the categories none of its annotations has, ascending: its negatives when the
+    file is annotated exhaustively."""
+    image_ids, category_ids = images.column("image_id").to_numpy(), categories.column("category_id").to_numpy()
+    image_order, category_order = np.argsort(image_ids), np.argsort(category_ids)
+    row = image_order[np.searchsorted(image_ids[image_order], annotations.column("image_id").to_numpy())]
+    column = np.searchsorted(category_ids[category_order], annotations.column("category_id").to_numpy())
+    absent = np.ones((len(image_ids), len(category_ids)), dtype=bool)  # columns in ascending id order
+    absent[row, column] = False
+    offsets = np.zeros(len(image_ids) + 1, np.int32)
+    np.cumsum(absent.sum(axis=1), out=offsets[1:])
+    values = np.broadcast_to(category_ids[category_order], absent.shape)[absent]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int64)))
 
 
 def _category_table(categories: list[_Category], path: Path) -> pa.Table:
@@ -181,7 +240,7 @@ def _image_table(images: list[_Image], split: str, category_ids: np.ndarray, pat
         raise DataError(f"{path}: {error}") from None
     id_lists = {}
     for column in ("neg_category_ids", "not_exhaustive_category_ids"):
-        id_lists[column] = _id_lists(list(map(attrgetter(column), images)))
+        id_lists[column] = _id_lists([ids or [] for ids in map(attrgetter(column), images)])
         listed = id_lists[column].values.to_numpy()
         unknown = np.unique(listed[~np.isin(listed, category_ids)])
         if len(unknown):
@@ -210,6 +269,7 @@ def _annotation_table(
     boxes = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), annotations)), np.float64, 4 * count)
     boxes = boxes.reshape(count, 4)
     area = np.array(list(map(attrgetter("area"), annotations)), dtype=np.float64)  # None -> nan
+    iscrowd = _column(annotations, "iscrowd", np.int64)
     segmentations = list(map(attrgetter("segmentation"), annotations))
     lengths = np.fromiter(map(len, segmentations), np.int64, count)
 
@@ -220,6 +280,9 @@ def _annotation_table(
             f"{path}: annotations {ids[unknown_categories][:5].tolist()} refer to unknown category ids "
             f"({int(unknown_categories.sum())} in all)"
         )
+    not_a_flag = (iscrowd != 0) & (iscrowd != 1)
+    if not_a_flag.any():
+        raise DataError(f"{path}: annotations {ids[not_a_flag][:5].tolist()} have an iscrowd other than 0 or 1")
     # boxes are finite: msgspec refuses NaN, Infinity and out-of-range numbers while decoding
     negative = (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
     if negative.any():
@@ -240,8 +303,8 @@ def _annotation_table(
         kept = segmentations
     else:
         kept = list(compress(segmentations, keep))
-        ids, image_ids, category_ids, boxes, area, lengths = (
-            column[keep] for column in (ids, image_ids, category_ids, boxes, area, lengths)
+        ids, image_ids, category_ids, boxes, area, iscrowd, lengths = (
+            column[keep] for column in (ids, image_ids, category_ids, boxes, area, iscrowd, lengths)
         )
     del segmentations
     boxes = boxes.astype(np.float32)
@@ -256,6 +319,7 @@ def _annotation_table(
             "w": boxes[:, 2],
             "h": boxes[:, 3],
             "area": area,
+            "iscrowd": iscrowd.astype(bool),
             "segmentation": _string_column(kept, lengths, path),
         },
         schema=tables.ANNOTATIONS,
@@ -326,7 +390,10 @@ def _string_column(texts: list[msgspec.Raw], lengths: np.ndarray, path: Path) ->
 
 
 def merge_splits(train: LvisTables, val: LvisTables, train_path: Path, val_path: Path) -> LvisTables:
-    """One set of tables for both splits; categories come from the train file and must cover val's."""
+    """One set of tables for both splits; categories come from the train file and must cover val's.
+
+    Images and annotations stay keyed by (split, id): files exported on their own may both number from 1.
+    """
 
     def ids(table: pa.Table, column: str) -> np.ndarray:
         return table.column(column).to_numpy()
@@ -337,12 +404,11 @@ def merge_splits(train: LvisTables, val: LvisTables, train_path: Path, val_path:
     # each file's ids are unique (checked while reading): the intersection needs no unique() passes
     shared = np.intersect1d(ids(train.images, "image_id"), ids(val.images, "image_id"), assume_unique=True)
     if len(shared):
-        raise DataError(f"{val_path}: image ids {shared[:5].tolist()} are also in {train_path}")
-    shared = np.intersect1d(
-        ids(train.annotations, "annotation_id"), ids(val.annotations, "annotation_id"), assume_unique=True
-    )
-    if len(shared):
-        raise DataError(f"{val_path}: annotation ids {shared[:5].tolist()} are also in {train_path}")
+        log.info(
+            "%s numbers %d of its images with ids that %s uses too (each file has its own): images are told "
+            "apart by split",
+            val_path, len(shared), train_path,
+        )  # fmt: skip
     return LvisTables(
         images=pa.concat_tables([train.images, val.images]),
         annotations=pa.concat_tables([train.annotations, val.annotations]),

@@ -4,12 +4,13 @@ These functions know nothing of dicts or files: ``lst.lvis_eval`` prepares index
 area, ignore flags) and calls them.  Each reproduces one step of lvis-api's ``LVISEval`` (lvis 0.5.3,
 ``lvis/eval.py``) exactly, the floating-point operations included, so that the numbers are the same:
 
-* ``box_iou``: pycocotools' ``bbIou`` (non-crowd), element-wise on (detection, ground truth) pairs;
+* ``box_iou``: pycocotools' ``bbIou``, element-wise on (detection, ground truth) pairs;
 * ``greedy_match``: ``evaluate_img``'s matching.  lvis-api walks the detections of one (image, category)
   in score order and gives each the best still-free ground truth with IoU >= threshold (non-ignored ones
   first, the last one in annotation order among equal IoUs).  Here the walk is done for all (image,
   category) pairs, area ranges and IoU thresholds at once, one detection rank per step: a pair's n-th
-  detection only depends on its earlier ones, never on other pairs;
+  detection only depends on its earlier ones, never on other pairs.  Crowd ground truth (COCO) is never
+  used up, as in pycocotools' ``COCOeval.evaluateImg`` (lvis-api has no crowd);
 * ``accumulate``: ``accumulate``'s precision/recall, with its 101-point interpolation, per category with
   every area range and IoU threshold in one array.
 """
@@ -32,8 +33,9 @@ def ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
 
 
-def box_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU of ``dt[i]`` with ``gt[i]`` (xywh rows, float64), as pycocotools computes it for non-crowd gt."""
+def box_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
+    """IoU of ``dt[i]`` with ``gt[i]`` (xywh rows, float64), as pycocotools computes it; where ``crowd[i]``,
+    the intersection over the detection's area."""
     dx, dy, dw, dh = dt.T
     gx, gy, gw, gh = gt.T
     w = np.minimum(dw + dx, gw + gx) - np.maximum(dx, gx)
@@ -41,6 +43,8 @@ def box_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     overlap = (w > 0) & (h > 0)  # pycocotools leaves 0 where either side does not overlap
     inter = w * h
     union = dw * dh + gw * gh - inter
+    if crowd is not None:
+        union = np.where(crowd, dw * dh, union)
     out = np.zeros(len(dt), dtype=np.float64)
     np.divide(inter, union, out=out, where=overlap)
     return out
@@ -55,6 +59,7 @@ def greedy_match(
     gt_ignore: np.ndarray,
     iou_thresholds: np.ndarray = IOU_THRESHOLDS,
     out_index: np.ndarray | None = None,
+    gt_crowd: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """lvis-api's per-(image, category) greedy matching, for all pairs, area ranges and thresholds at once.
 
@@ -62,7 +67,8 @@ def greedy_match(
     descending, then input order) and ``det_pair`` gives each detection's pair key (non-decreasing).
     The edges are the (detection, ground truth) couples of the same pair with IoU >= the lowest threshold
     (others can never match), sorted by detection, then by the ground truth's annotation order.
-    ``gt_ignore`` is [areas, num_gt]: the ground truth that each area range ignores.
+    ``gt_ignore`` is [areas, num_gt]: the ground truth that each area range ignores; ``gt_crowd`` [num_gt]
+    the crowd regions, which stay free once matched (they should be ignored in every area range too).
 
     Returns ``matched`` and ``matched_ignored``, both bool [areas, thresholds, num_dets]: whether the
     detection was matched, and whether what it matched is an ignored ground truth.  Detection ``i`` is at
@@ -110,7 +116,8 @@ def greedy_match(
         winner = np.maximum.reduceat(np.where(is_best, np.arange(hi - lo)[None, :], -1), starts, axis=1)
         lane, k = np.nonzero(winner >= 0)
         e = winner[lane, k]
-        taken[lane, g[e]] = True
+        used_up = ~gt_crowd[g[e]] if gt_crowd is not None else np.ones(e.size, dtype=bool)
+        taken[lane[used_up], g[e][used_up]] = True
         out = det[starts[k]] if out_index is None else out_index[det[starts[k]]]
         matched[lane, out] = True
         matched_ignored[lane, out] = ign[lane, e]

@@ -59,7 +59,8 @@ class PeriodicEvaluation:
 
     def gt(self) -> dict[str, Any]:
         if self._gt is None:
-            self._gt = ground_truth(self.data.images.reset_index(drop=True), self.data.annotations, self.seen)
+            annotations = pd.concat([self.data.annotations, self.data.crowd], ignore_index=True)
+            self._gt = ground_truth(self.data.images.reset_index(drop=True), annotations, self.seen)
         return self._gt
 
     def __call__(self, iteration: int, model: nn.Module) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from lst import tables
 from lst.dataset import DetectionData
+from lst.lvis_json import image_roots
 from lst.splitting import seen_categories
 
 
@@ -20,10 +21,12 @@ def phase_images(data_dir: str | Path, split_dir: str | Path, phase: int, split:
     images = tables.read_table(Path(data_dir) / "images.parquet", tables.IMAGES)
     membership = tables.read_table(Path(split_dir) / "images.parquet", tables.SPLIT_IMAGES)
     member = membership[(membership["split"] == split) & (membership["first_phase"] <= phase)]
+    images = images[images["split"] == split]  # ids are unique within a split only
     return images[images["image_id"].isin(member["image_id"])].reset_index(drop=True)
 
 
 def load_annotations(data_dir: str | Path, split: str) -> pd.DataFrame:
+    """Every annotation of ``split``, crowd regions included (``iscrowd``)."""
     annotations = tables.read_table(Path(data_dir) / "annotations.parquet", tables.ANNOTATIONS)
     return annotations[annotations["split"] == split].reset_index(drop=True)
 
@@ -33,10 +36,11 @@ def phase_data(
     split_dir: str | Path,
     phase: int,
     split: str,
-    image_root: str | Path,
+    image_root: str | Path | dict[str, str],
     with_masks: bool = True,
 ) -> DetectionData:
-    """Images of the cumulative set and the annotations of every class seen by ``phase``."""
+    """Images of the cumulative set and the annotations of every class seen by ``phase``; ``image_root`` is
+    ``dataset.image_root`` (one folder, or one per split)."""
     categories = seen_categories(load_split(split_dir), phase)
     if categories.empty:
         raise ValueError(f"phase {phase} has no classes")
@@ -44,6 +48,6 @@ def phase_data(
         phase_images(data_dir, split_dir, phase, split),
         load_annotations(data_dir, split),
         categories,
-        image_root,
+        image_roots(image_root)[split],
         with_masks=with_masks,
     )

@@ -93,7 +93,9 @@ def split_categories(categories: pd.DataFrame, annotations: pd.DataFrame, sizes:
 
 
 def image_membership(images: pd.DataFrame, annotations: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
-    """For every image, the first phase whose cumulative set holds it (null if none)."""
+    """For every image, the first phase whose cumulative set holds it (null if none).
+
+    ``images`` and ``annotations`` of one split: image ids are unique within a split only."""
     phase_of = split.set_index("category_id")["phase"]
     annotation_phase = annotations["category_id"].map(phase_of)
     annotation_phase = annotation_phase.where(annotation_phase >= 0)

@@ -19,14 +19,15 @@ class TableError(ValueError):
 
 _ids = pa.list_(pa.int64())
 
+# Images and annotations are keyed by (split, id): a train and a val file may reuse each other's ids.
 IMAGES = pa.schema(
     [
         ("image_id", pa.int64()),
         ("split", pa.string()),  # "train" or "val"
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("file_name", pa.string()),  # relative to the dataset's image_root
-        ("neg_category_ids", _ids),
+        ("file_name", pa.string()),  # relative to its split's folder of dataset.image_root
+        ("neg_category_ids", _ids),  # COCO-format files: every category not annotated on the image
         ("not_exhaustive_category_ids", _ids),
     ]
 )
@@ -42,6 +43,7 @@ ANNOTATIONS = pa.schema(
         ("w", pa.float32()),
         ("h", pa.float32()),
         ("area", pa.float64()),
+        ("iscrowd", pa.bool_()),  # a COCO crowd region: never trained on, ignored by the evaluation
         ("segmentation", pa.string()),  # the json text of the polygons or RLE, decoded on use
     ]
 )

@@ -1,5 +1,6 @@
 # Shared helpers of the rules: paths, the number of phases, and the Hydra command line of each step.
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -67,6 +68,19 @@ def num_incremental_phases():
 K = num_incremental_phases()
 
 
+def hydra_quoted(text):
+    """``text`` as a Hydra quoted string: only quotes, and backslashes before a quote or the end, are escaped."""
+    text = re.sub(r"(\\*)'", lambda m: 2 * m.group(1) + "\\'", str(text))
+    return "'" + re.sub(r"(\\+)$", lambda m: 2 * m.group(1), text) + "'"
+
+
+def hydra_value(value):
+    """A dataset value in Hydra's override grammar: a dict ({train: DIR, val: DIR}) as {key:'value',...}."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_quoted(item)}" for key, item in value.items()) + "}"
+    return value
+
+
 def hydra_args(step, run_dir, method=BASE, phase=0, **paths):
     """Quoted Hydra overrides for a step: preset, dataset, phases, method, paths, the user's overrides.
 
@@ -93,7 +107,7 @@ def hydra_args(step, run_dir, method=BASE, phase=0, **paths):
     ]
     if step == "train_base" and BACKBONE_WEIGHTS:  # the models built afresh: base and joint
         args.append(f"model.backbone_weights={BACKBONE_WEIGHTS}")
-    args += [f"dataset.{key}={value}" for key, value in config["dataset"].items()]
+    args += [f"dataset.{key}={hydra_value(value)}" for key, value in config["dataset"].items()]
     args += [f"phases.{key}={value}" for key, value in phases.items()]
     for key, value in paths.items():
         value = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value

@@ -22,11 +22,11 @@ def main(cfg: dict[str, Any]) -> None:
     annotations = tables.read_table(
         Path(data_dir) / "annotations.parquet",
         tables.ANNOTATIONS,
-        columns=["annotation_id", "image_id", "split", "category_id"],
+        columns=["annotation_id", "image_id", "split", "category_id", "iscrowd"],
     )
     stream = replay_stream(
         split,
-        annotations[annotations["split"] == "train"],
+        annotations[(annotations["split"] == "train") & ~annotations["iscrowd"]],  # crowd regions: no targets
         phase,
         iterations=train_cfg["iterations"],
         batch_size=train_cfg["batch_size"],

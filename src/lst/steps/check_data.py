@@ -9,6 +9,7 @@ from typing import Any
 from lst import tables
 from lst.data_check import check_images, check_segmentations, raise_for_problems
 from lst.io import write_text_atomic
+from lst.lvis_json import describe_roots
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ def main(cfg: dict[str, Any]) -> None:
     data_dir = Path(data_dir)
     images = tables.read_table(data_dir / "images.parquet", tables.IMAGES)
     annotations = tables.read_table(data_dir / "annotations.parquet", tables.ANNOTATIONS)
-    log.info("checking %d images under %s", len(images), image_root)
+    log.info("checking %d images under %s", len(images), describe_roots(image_root))
     report = check_images(images, image_root, decode=cfg["check"]["decode_images"], workers=cfg["check"]["workers"])
     log.info("checking the segmentations of %d annotations", len(annotations))
     check_segmentations(annotations, images, report)

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from lst import tables
 from lst.checkpoint import CheckpointError, load_checkpoint
 from lst.inference import detect, ground_truth
@@ -22,10 +24,10 @@ log = logging.getLogger(__name__)
 
 @step
 def main(cfg: dict[str, Any]) -> None:
-    data_dir, split_dir, image_root, model_path, out_dir = (
-        Path(p)
-        for p in require(cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.model", "paths.out_dir")
+    data_dir, split_dir, model_path, out_dir = (
+        Path(p) for p in require(cfg, "paths.data_dir", "paths.split_dir", "paths.model", "paths.out_dir")
     )
+    (image_root,) = require(cfg, "dataset.image_root")  # one folder, or {train: DIR, val: DIR}
     phase, eval_cfg = cfg["phase"], cfg["eval"]
     checkpoint = load_checkpoint(model_path, required=("model", "category_ids", "config"))
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
@@ -45,7 +47,8 @@ def main(cfg: dict[str, Any]) -> None:
 
     split = load_split(split_dir)
     seen = split[split["category_id"].isin(data.category_ids)]
-    gt = ground_truth(data.images.reset_index(drop=True), data.annotations, seen)
+    annotations = pd.concat([data.annotations, data.crowd], ignore_index=True)  # crowd regions: ignored matches
+    gt = ground_truth(data.images.reset_index(drop=True), annotations, seen)
     fixed_ap = bool(eval_cfg.get("fixed_ap", False))
     metrics, per_class_table = phase_metrics(gt, detections, seen, phase, **evaluation_options(eval_cfg))
     for iou_type, values in metrics.groupby("iou_type", sort=False):

@@ -1,4 +1,8 @@
-"""Sort categories by training instances into a base phase and incremental phases (METHOD.md section 1)."""
+"""Sort categories by training instances into a base phase and incremental phases (METHOD.md section 1).
+
+Crowd regions (COCO's ``iscrowd``) are not instances: they count nowhere here, and an image holding only
+crowd regions of a phase's classes is not in its set.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from lst import tables
 from lst.io import write_text_atomic
+from lst.lvis_json import SPLITS
 from lst.splitting import image_membership, phase_report, phase_sizes, phase_summary, split_categories
 from lst.steps import require, step
 
@@ -21,12 +28,17 @@ def main(cfg: dict[str, Any]) -> None:
     annotations = tables.read_table(
         data_dir / "annotations.parquet",
         tables.ANNOTATIONS,
-        columns=["annotation_id", "image_id", "split", "category_id"],
+        columns=["annotation_id", "image_id", "split", "category_id", "iscrowd"],
     )
+    annotations = annotations[~annotations["iscrowd"]]
     categories = tables.read_table(data_dir / "categories.parquet", tables.CATEGORIES)
     sizes = phase_sizes(len(categories), **cfg["phases"])
     split = split_categories(categories, annotations[annotations["split"] == "train"], sizes)
-    membership = image_membership(images, annotations, split)
+    # images are keyed by (split, image_id): a train and a val file may reuse ids
+    membership = pd.concat(
+        [image_membership(images[images["split"] == s], annotations[annotations["split"] == s], split) for s in SPLITS],
+        ignore_index=True,
+    )
     val_instances = annotations.loc[annotations["split"] == "val", "category_id"].value_counts()
     phases = phase_summary(split, membership, val_instances)
     tables.write_table(split, split_dir / "categories.parquet", tables.SPLIT_CATEGORIES)
