@@ -304,6 +304,27 @@ def test_impossible_phases_are_refused(dataset, tmp_path, capfd, name):
     assert files_under(tmp_path / "results") == []
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("replay.variant=rand_balanced", "replay.variant: 'rand_balanced' is not one of cycle, with_replacement"),
+        ("replay.quota_rounding=nearest", "replay.quota_rounding: 'nearest' is not one of half_even, half_up"),
+        ("replay.remainder=shuffled", "replay.remainder: 'shuffled' is not one of last_epoch_unshuffled"),
+    ],
+)
+def test_unknown_replay_settings_are_refused(dataset, tmp_path, capfd, override, message):
+    results = tmp_path / "results"
+    split = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={results / 'split'}"]
+    assert run_step("split", *split, "phases.sizes=[2,1]", f"hydra.run.dir={results / 'split'}") == 0
+    out = results / "lst" / "phase1"
+    log = refused(
+        capfd, "build_replay", *split, f"paths.replay={out / 'replay.parquet'}", "phase=1", "method.replay=true",
+        override, f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert message in log
+    assert files_under(out) == []
+
+
 @pytest.mark.parametrize("override", ["phases.bse=3", "trian_base.iterations=5", "eval.max_det=100"])
 def test_misspelled_config_keys_are_refused(dataset, tmp_path, capfd, override):
     out = tmp_path / "results" / "split"

@@ -2,6 +2,7 @@
 rule build_replay:
     input:
         f"{RESULTS}/data/annotations.parquet",
+        f"{RESULTS}/data/images.parquet",  # widths and heights, for aspect grouping
         f"{RESULTS}/split/categories.parquet",
     output:
         f"{RESULTS}/{{method}}/phase{{phase}}/replay.parquet",

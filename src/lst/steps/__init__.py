@@ -25,6 +25,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     from lst.checkpoint import CheckpointError
     from lst.engine import TrainingError
     from lst.lvis_json import DataError
+    from lst.sampling import SamplingError
     from lst.splitting import SplitError
     from lst.tables import TableError
     from lst.weights import WeightsError
@@ -32,6 +33,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     return (
         CheckpointError,
         DataError,
+        SamplingError,
         SplitError,
         TableError,
         TrainingError,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lst import tables
-from lst.sampling import replay_quotas, replay_stream
+from lst.sampling import aspect_groups, replay_quotas, replay_stream
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 @step
 def main(cfg: dict[str, Any]) -> None:
     data_dir, split_dir, out = require(cfg, "paths.data_dir", "paths.split_dir", "paths.replay")
-    phase, train_cfg, method = cfg["phase"], cfg["train_phase"], cfg["method"]
+    phase, train_cfg, method, replay = cfg["phase"], cfg["train_phase"], cfg["method"], cfg["replay"]
     # read with tables, not lst.phase_data, which would import torch (3 s) for nothing
     split = tables.read_table(Path(split_dir) / "categories.parquet", tables.SPLIT_CATEGORIES)
     annotations = tables.read_table(
@@ -24,30 +24,40 @@ def main(cfg: dict[str, Any]) -> None:
         tables.ANNOTATIONS,
         columns=["annotation_id", "image_id", "split", "category_id", "iscrowd"],
     )
+    groups = None
+    if train_cfg["aspect_grouping"]:
+        sizes = ["image_id", "width", "height"]
+        groups = aspect_groups(tables.read_table(Path(data_dir) / "images.parquet", tables.IMAGES, columns=sizes))
     stream = replay_stream(
         split,
         annotations[(annotations["split"] == "train") & ~annotations["iscrowd"]],  # crowd regions: no targets
         phase,
         iterations=train_cfg["iterations"],
         batch_size=train_cfg["batch_size"],
-        world_size=cfg["replay"]["world_size"],
+        world_size=replay["world_size"],
         seed=cfg["seed"] + 1000 * phase,
-        variant=cfg["replay"]["variant"],
+        variant=replay["variant"],
         old_classes=method["replay"],
         flip_prob=train_cfg["flip_prob"],
+        quota_rounding=replay["quota_rounding"],
+        remainder=replay["remainder"],
+        groups=groups,
     )
     tables.write_table(stream, out, tables.REPLAY)
     if method["replay"]:
-        quotas = replay_quotas(split, phase)
+        quotas = replay_quotas(split, phase, replay["quota_rounding"])
         log.info(
-            "old-class quotas per epoch (first 10): %s",
+            "old-class quotas per epoch (%s rounding, first 10): %s",
+            replay["quota_rounding"],
             quotas[["category_id", "quota"]].head(10).to_dict("records"),
         )
     new_ids = split.loc[split["phase"] == phase, "category_id"]
     old_samples = int((~stream["category_id"].isin(new_ids)).sum())
     log.info(
-        "wrote %s: %d samples in %d epochs, %d of old classes", out, len(stream), stream["epoch"].nunique(), old_samples
-    )
+        "wrote %s: %d samples in %d epochs (%s draws, remainder %s, aspect grouping %s), %d of old classes",
+        out, len(stream), stream["epoch"].nunique(), replay["variant"], replay["remainder"],
+        "on" if groups is not None else "off", old_samples,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -24,12 +24,12 @@ from lst import distributed
 from lst.backbones import load_backbone_weights
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
-from lst.engine import rank_samples, train
+from lst.engine import TrainingError, rank_samples, train
 from lst.io import file_digest
 from lst.model import build_model
 from lst.periodic_eval import publish_curve, training_hooks
-from lst.phase_data import phase_data
-from lst.sampling import repeat_factor_stream, repeat_factors, uniform_stream
+from lst.phase_data import load_split, phase_data
+from lst.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     )
     train_cfg, model_cfg, seed, phase = cfg["train_base"], dict(cfg["model"]), cfg["seed"], cfg["phase"]
     method = cfg["method"]
+    train_cfg = training_config(cfg, split_dir)  # a joint model's budget derived
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
     meta: dict[str, Any] = {}
     init = None
@@ -75,12 +76,14 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         log.info("no COCO checkpoint or backbone weights configured: the model trains from scratch")
     # the global stream (batch_size images per process per iteration), of which this rank takes its share
     budget = (train_cfg["iterations"], train_cfg["batch_size"], context.world_size)
+    options = {"seed": seed, "flip_prob": train_cfg["flip_prob"]}
+    options["groups"] = aspect_groups(data.images) if train_cfg["aspect_grouping"] else None
     if method["repeat_factor_sampling"]:
         factors = repeat_factors(data.annotations, cfg["rfs_threshold"])
         log.info("repeat-factor sampling: %.2f images per epoch per image on average", factors.mean())
-        stream = repeat_factor_stream(factors, *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
+        stream = repeat_factor_stream(factors, *budget, **options)
     else:
-        stream = uniform_stream(data.image_ids(), *budget, seed=seed, flip_prob=train_cfg["flip_prob"])
+        stream = uniform_stream(data.image_ids(), *budget, **options)
     stream = rank_samples(stream, context.rank, context.world_size)
     log.info(
         "%s (phases 0..%d): %d classes, %d training images",
@@ -106,6 +109,35 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
             publish_curve(work_dir, cfg["paths"]["eval_curve"])
         save_checkpoint(checkpoint, model_path)
         log.info("wrote %s", Path(model_path))
+
+
+JOINT_BUDGETS = ("equal_images", "base")
+
+
+def training_config(cfg: dict[str, Any], split_dir: str) -> dict[str, Any]:
+    """train_base, with a joint model's (phase > 0) budget derived per ``train_base.joint_budget``."""
+    train_cfg = cfg["train_base"]
+    if train_cfg["joint_budget"] not in JOINT_BUDGETS:
+        raise TrainingError(f"train_base.joint_budget: {train_cfg['joint_budget']!r} is not one of {JOINT_BUDGETS}")
+    if cfg["phase"] == 0 or train_cfg["joint_budget"] == "base":
+        return train_cfg
+    num_incremental = int(load_split(split_dir)["phase"].max())
+    train_cfg = equal_images_budget(train_cfg, cfg["train_phase"], num_incremental)
+    log.info(
+        "joint budget (equal_images): the images of the base phase and %d incremental phases, %d iterations of "
+        "%d images per process, lr steps %s",
+        num_incremental, train_cfg["iterations"], train_cfg["batch_size"], train_cfg["steps"],
+    )  # fmt: skip
+    return train_cfg
+
+
+def equal_images_budget(base: dict[str, Any], phase: dict[str, Any], num_incremental: int) -> dict[str, Any]:
+    """``base`` (train_base) stretched to as many images per process as the base phase and
+    ``num_incremental`` incremental phases see together; multistep steps keep their fractions."""
+    images = base["iterations"] * base["batch_size"] + num_incremental * phase["iterations"] * phase["batch_size"]
+    iterations = -(-images // base["batch_size"])
+    steps = [round(step * iterations / base["iterations"]) for step in base["steps"]]
+    return {**base, "iterations": iterations, "steps": steps}
 
 
 if __name__ == "__main__":
