@@ -26,8 +26,10 @@ def main(cfg: dict[str, Any]) -> None:
     )
     groups = None
     if train_cfg["aspect_grouping"]:
-        sizes = ["image_id", "width", "height"]
-        groups = aspect_groups(tables.read_table(Path(data_dir) / "images.parquet", tables.IMAGES, columns=sizes))
+        images = tables.read_table(
+            Path(data_dir) / "images.parquet", tables.IMAGES, columns=["image_id", "split", "width", "height"]
+        )
+        groups = aspect_groups(images[images["split"] == "train"])  # val may reuse the train ids
     stream = replay_stream(
         split,
         annotations[(annotations["split"] == "train") & ~annotations["iscrowd"]],  # crowd regions: no targets
