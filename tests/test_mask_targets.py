@@ -173,3 +173,34 @@ def test_losses_match_torchvisions_on_full_image_masks():
     assert abs(wrong["loss_mask"].item() / old["loss_mask"].item() - 1) > 0.2
     new["loss_mask"].backward()
     assert model.roi_heads.mask_predictor.mask_fcn_logits.weight.grad.abs().sum() > 0
+
+
+def test_the_loader_gives_polygons_that_rasterise_to_the_annotated_masks(tmp_path):
+    import json
+
+    import pandas as pd
+    from PIL import Image
+
+    from lst.dataset import DetectionData, SampleStream, collate
+    from lst.mask_targets import segmentation_to_mask
+
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    # two parts on integer pixels, where a flip is exact (other polygons: see the test above)
+    polygon = [[2.0, 3, 20, 3, 20, 18, 2, 18], [25.0, 20, 35, 20, 35, 28, 25, 28]]
+    rle = mask_utils.encode(np.asfortranarray(_full([[5.0, 10, 15, 10, 15, 25]], 30, 40)))
+    rle["counts"] = rle["counts"].decode()
+    segmentations = [json.dumps(polygon), json.dumps(rle)]
+    annotations = pd.DataFrame(
+        {"annotation_id": [1, 2], "image_id": [7, 7], "category_id": [3, 3], "x": [2.0, 5], "y": [3.0, 10],
+         "w": [33.0, 10], "h": [25.0, 15], "segmentation": segmentations}
+    )  # fmt: skip
+    images = pd.DataFrame({"image_id": [7], "width": [40], "height": [30], "file_name": ["a.png"]})
+    data = DetectionData(images, annotations, pd.DataFrame({"category_id": [3]}), tmp_path)
+    expected = torch.from_numpy(np.stack([segmentation_to_mask(s, 30, 40) for s in segmentations]))
+    assert torch.equal(data.load(7)[1][INSTANCE_MASKS].full_masks(), expected)
+    assert torch.equal(data.load(7, flip=True)[1][INSTANCE_MASKS].full_masks(), expected.flip(-1))
+    # through a data-loading worker process, as training reads them
+    stream = SampleStream(data, pd.DataFrame({"image_id": [7], "flip": [True], "category_id": [3]}))
+    loader = torch.utils.data.DataLoader(stream, batch_size=1, num_workers=1, collate_fn=collate)
+    (_, (target,)), *_ = list(loader)
+    assert torch.equal(target[INSTANCE_MASKS].full_masks(), expected.flip(-1))
