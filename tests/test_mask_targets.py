@@ -154,7 +154,7 @@ def _losses(model, images, targets):
 
 def test_losses_match_torchvisions_on_full_image_masks():
     torch.manual_seed(0)
-    # upscaled as LVIS images are (60 x 80 -> 96 x 128); 64 RoIs, 16 positive per image
+    # upscaled as LVIS images are (60 x 80 -> 96 x 128); 64 RoIs, up to 16 positive per image
     cfg = dict(SMALL, min_size=96, max_size=160, box_batch_size_per_image=64)
     model = build_model(cfg, num_classes=4).train()
     with torch.no_grad():  # large logits: the loss then counts target pixels on the wrong side
@@ -204,3 +204,19 @@ def test_the_loader_gives_polygons_that_rasterise_to_the_annotated_masks(tmp_pat
     loader = torch.utils.data.DataLoader(stream, batch_size=1, num_workers=1, collate_fn=collate)
     (_, (target,)), *_ = list(loader)
     assert torch.equal(target[INSTANCE_MASKS].full_masks(), expected.flip(-1))
+
+
+def test_the_loss_is_torchvisions_on_the_same_targets():
+    from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes
+
+    from lst.mask_targets import mask_loss
+
+    generator = torch.Generator().manual_seed(0)
+    gt_masks = (torch.rand(3, 40, 50, generator=generator) > 0.5).to(torch.uint8)
+    boxes = torch.tensor([[1.0, 2, 30, 35], [10, 5, 45, 20], [0, 0, 50, 40], [5, 5, 25, 15]])
+    matched, gt_labels = torch.tensor([0, 2, 1, 2]), torch.tensor([3, 1, 2])
+    logits = torch.randn(4, 4, M, M, generator=generator)
+    expected = maskrcnn_loss(logits, [boxes], [gt_masks], [gt_labels], [matched])
+    targets = project_masks_on_boxes(gt_masks, boxes, matched, M)
+    assert torch.equal(mask_loss(logits, gt_labels[matched], targets), expected)
+    assert mask_loss(logits[:0], gt_labels[:0], targets[:0]) == 0
