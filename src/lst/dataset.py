@@ -8,27 +8,14 @@ resumable whatever the number of data-loading workers.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 
-
-def segmentation_to_mask(segmentation: str | list | dict, height: int, width: int) -> np.ndarray:
-    """Binary mask (H, W, uint8) of an LVIS/COCO segmentation: polygons, or RLE (raw or compressed)."""
-    if isinstance(segmentation, str):
-        segmentation = json.loads(segmentation)
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return mask_utils.decode(rle)
+from lst.mask_targets import INSTANCE_MASKS, InstanceMasks
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -75,7 +62,8 @@ class DetectionData:
         return self._annotations.get(int(image_id), _EMPTY)
 
     def load(self, image_id: int, flip: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Image tensor and target dict (boxes xyxy, labels, masks, annotation_ids, category_ids)."""
+        """Image tensor and target dict (boxes xyxy, labels, annotation_ids, image_id, flip, and with masks
+        ``instance_masks``: polygons rasterised only for the mask loss's RoIs, see lst.mask_targets)."""
         row = self.images.loc[int(image_id)]
         image = load_image(self.image_root / row["file_name"])
         height, width = image.shape[1:]
@@ -94,8 +82,7 @@ class DetectionData:
             "image_id": torch.tensor(int(image_id)),
         }
         if self.with_masks:
-            masks = [segmentation_to_mask(s, height, width) for s in annotations["segmentation"]]
-            target["masks"] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, height, width), np.uint8))
+            target[INSTANCE_MASKS] = InstanceMasks.from_segmentations(annotations["segmentation"], height, width)
         target["flip"] = torch.tensor(flip)
         if flip:
             image, target = hflip(image, target)
@@ -110,6 +97,8 @@ def hflip(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.T
     target["boxes"] = boxes
     if "masks" in target:
         target["masks"] = target["masks"].flip(-1)
+    if INSTANCE_MASKS in target:
+        target[INSTANCE_MASKS] = target[INSTANCE_MASKS].flip()
     return image.flip(-1), target
 
 

@@ -18,11 +18,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lst.backbones import mobilenet_v2_fpn
+from lst.mask_targets import MaskTargetRoIHeads
 
 BOX_PREDICTOR = "roi_heads.box_predictor."
 MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
@@ -301,8 +301,9 @@ def restrict_positives(labels: torch.Tensor, target_label: int, fallback: int | 
     return torch.where((labels > 0) & ~on_target, torch.full_like(labels, -1), labels)
 
 
-class TargetClassRoIHeads(RoIHeads):
-    """torchvision's RoI heads, with positives restricted to each sample's target class when training."""
+class TargetClassRoIHeads(MaskTargetRoIHeads):
+    """torchvision's RoI heads, with positives restricted to each sample's target class when training
+    (and mask targets rasterised for the positive RoIs alone, see lst.mask_targets)."""
 
     _target_labels: list[int] | None = None
     fallback_positives: int | None = None  # restrict_positives' fallback, set by build_model
