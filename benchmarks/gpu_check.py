@@ -155,6 +155,14 @@ class StepTimer:
         return batch_size * timed / (self.marks[-1] - self.marks[warmup - 1]) if timed > 0 else None
 
 
+def full_mask_collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Full-image masks, as torchvision's reference datasets give them (lst keeps polygons instead)."""
+    images, targets = collate(batch)
+    for target in targets:
+        target["masks"] = target.pop("instance_masks").full_masks()
+    return images, targets
+
+
 def bare_loop(model: torch.nn.Module, setup: Setup, amp: str, timer: StepTimer) -> None:
     """torchvision's reference training loop (references/detection): autocast, GradScaler for fp16, SGD."""
     cfg, device = setup.train, setup.device
@@ -164,7 +172,7 @@ def bare_loop(model: torch.nn.Module, setup: Setup, amp: str, timer: StepTimer) 
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(setup.stream, range(cfg["iterations"] * cfg["batch_size"])),
-        batch_size=cfg["batch_size"], collate_fn=collate, num_workers=cfg["num_workers"],
+        batch_size=cfg["batch_size"], collate_fn=full_mask_collate, num_workers=cfg["num_workers"],
         pin_memory=device.type == "cuda",
     )  # fmt: skip
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
