@@ -76,7 +76,7 @@ def test_cumulative_membership_per_phase():
     assert seen_categories(split, 1)["category_id"].tolist() == [1, 2]
 
 
-# METHOD.md section 1: the f/c/r mix of LVIS v0.5's 270 + 6 x 160 split, phase by phase
+# docs/method.md section 1: the f/c/r mix of LVIS v0.5's 270 + 6 x 160 split, phase by phase
 LVIS_V05_MIX = [(246, 24, 0), (65, 90, 5), (4, 144, 12), (0, 128, 32), (0, 75, 85), (0, 0, 160), (0, 0, 160)]
 
 
@@ -129,7 +129,7 @@ def _lvis_v05_like(data_dir):
 
 
 def test_split_step_reports_the_papers_lvis_v05_mix(tmp_path):
-    """The split step, run as the workflow runs it, sizes the phases 270 + 6 x 160 and reports METHOD.md's mix."""
+    """The split step, run as the workflow runs it, sizes the phases 270 + 6 x 160 and reports docs/method.md's mix."""
     import subprocess
     import sys
 

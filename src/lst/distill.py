@@ -1,4 +1,4 @@
-"""Logit distillation (METHOD.md section 5): the previous model's cosine scores on ground-truth boxes."""
+"""Logit distillation (docs/method.md section 5): the previous model's cosine scores on ground-truth boxes."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Sample streams: which (image, target class, flip) each training iteration of each process sees.
 
 ``uniform_stream`` serves the base phase and joint training (every image once per epoch).
-``replay_stream`` is LST's instance-level balanced replay (METHOD.md section 4): each epoch holds every
+``replay_stream`` is LST's instance-level balanced replay (docs/method.md section 4): each epoch holds every
 (image, new class) pair plus n_c (image, c) pairs per old class c, with
 n_c = max(1, round(m / (instances_c / images_c))) and m the mean training instance count of the new
 classes, so each old class contributes about as many instances per epoch as an average new class.

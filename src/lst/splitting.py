@@ -1,6 +1,6 @@
 """Divide: sort categories by training instances and cut them into a base phase and incremental phases.
 
-METHOD.md section 1. Labels inside a model are the 1-based rank in the sorted order; phase k's
+docs/method.md section 1. Labels inside a model are the 1-based rank in the sorted order; phase k's
 training (and val) set is cumulative: every image holding a class of phases 0..k, with the
 annotations of those classes only.
 """

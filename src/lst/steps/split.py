@@ -1,4 +1,4 @@
-"""Sort categories by training instances into a base phase and incremental phases (METHOD.md section 1).
+"""Sort categories by training instances into a base phase and incremental phases (docs/method.md section 1).
 
 Crowd regions (COCO's ``iscrowd``) are not instances: they count nowhere here, and an image holding only
 crowd regions of a phase's classes is not in its set.
