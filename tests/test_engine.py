@@ -8,7 +8,8 @@ from PIL import Image
 from test_model import SMALL
 
 from lst.dataset import DetectionData, SampleStream
-from lst.engine import TrainingError, lr_factor, train
+from lst.engine import lr_factor, train
+from lst.errors import TrainingError
 from lst.model import build_model
 from lst.sampling import uniform_stream
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from lst.lvis_json import DataError, merge_splits, read_lvis_json
+from lst.errors import DataError
+from lst.lvis_json import merge_splits, read_lvis_json
 from lst.tables import ANNOTATIONS, CATEGORIES, IMAGES
 
 

@@ -81,7 +81,7 @@ def _split_dir(tmp_path: Path, phases: list[int]) -> Path:
 
 
 def test_joint_budget_reads_the_number_of_phases_from_the_split(tmp_path):
-    from lst.engine import TrainingError
+    from lst.errors import TrainingError
     from lst.steps.train_base import training_config
 
     split_dir = _split_dir(tmp_path, [0, 0, 1, 2, 3, 3, -1])  # 3 incremental phases; -1: never learned

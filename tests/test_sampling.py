@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lst.errors import SamplingError
 from lst.sampling import (
-    SamplingError,
     _grouped_rows,
     aspect_groups,
     replay_epoch,

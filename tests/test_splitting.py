@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lst.errors import SplitError
 from lst.splitting import (
-    SplitError,
     frequency_of,
     image_membership,
     phase_sizes,

@@ -11,11 +11,11 @@ import torchvision
 from torch import nn
 
 from lst.checkpoint import load_checkpoint
+from lst.errors import WeightsError
 from lst.weights import (
     CLASS_SPECIFIC_PREFIXES,
     MASKRCNN_BENCHMARK_META,
     TORCHVISION_META,
-    WeightsError,
     load_coco_checkpoint,
     load_trimmed_into,
     torchvision_layout,

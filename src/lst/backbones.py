@@ -26,8 +26,9 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from lst.errors import WeightsError
 from lst.io import file_digest
-from lst.weights import WeightsError, _describe_load_error, _listing, _unpack
+from lst.weights import _describe_load_error, _listing, _unpack
 
 _NUM_BATCHES_TRACKED = "num_batches_tracked"
 

@@ -18,11 +18,8 @@ from typing import Any
 
 import torch
 
+from lst.errors import CheckpointError
 from lst.io import atomic_path
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used, with the file named in the message."""
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:

@@ -15,7 +15,8 @@ import msgspec
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from lst.lvis_json import DataError, describe_roots, image_roots
+from lst.errors import ConfigError, DataError
+from lst.lvis_json import describe_roots, image_roots
 
 SHOWN = 5  # problems listed per kind; the rest are counted
 
@@ -69,6 +70,8 @@ def check_images(
 
     Only the header is read unless ``decode``; threads, because on a cluster file system the cost is I/O.
     """
+    if workers < 1:
+        raise ConfigError(f"check.workers: {workers} threads; give at least 1")
     roots = image_roots(image_root)
     report = CheckReport(images=len(images))
     jobs = zip(images["split"], images["file_name"], images["width"], images["height"], strict=True)

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from lst.errors import DataError
 from lst.mask_targets import INSTANCE_MASKS, InstanceMasks
 
 
@@ -68,7 +69,7 @@ class DetectionData:
         image = load_image(self.image_root / row["file_name"])
         height, width = image.shape[1:]
         if (height, width) != (int(row["height"]), int(row["width"])):
-            raise ValueError(
+            raise DataError(
                 f"{self.image_root / row['file_name']}: image is {width}x{height} but the annotations say "
                 f"{row['width']}x{row['height']}"
             )

@@ -79,6 +79,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from PIL import Image
 
+from lst.errors import ConfigError
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "hexagon")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -134,17 +136,17 @@ class DemoSpec:
 
     def __post_init__(self) -> None:
         if not 1 <= self.tail_instances <= self.head_instances:
-            raise ValueError("need 1 <= tail_instances <= head_instances")
+            raise ConfigError("demo: need 1 <= tail_instances <= head_instances")
         if not 3 <= self.min_size <= self.max_size <= self.image_size // 2:
-            raise ValueError("need 3 <= min_size <= max_size <= image_size // 2")
+            raise ConfigError("demo: need 3 <= min_size <= max_size <= image_size // 2")
         if self.max_objects < 1 or self.num_train_images < 1 or self.num_val_images < 1:
-            raise ValueError("max_objects, num_train_images and num_val_images must be >= 1")
+            raise ConfigError("demo: max_objects, num_train_images and num_val_images must be >= 1")
         if not 1 <= self.rare_max_images < self.common_max_images:
-            raise ValueError("need 1 <= rare_max_images < common_max_images")
+            raise ConfigError("demo: need 1 <= rare_max_images < common_max_images")
         if not (0 <= self.neg_fraction <= 1 and 0 <= self.not_exhaustive_fraction <= 1):
-            raise ValueError("neg_fraction and not_exhaustive_fraction must lie in [0, 1]")
+            raise ConfigError("demo: neg_fraction and not_exhaustive_fraction must lie in [0, 1]")
         if self.val_fraction < 0 or self.val_min_instances < 1 or self.background_noise < 0:
-            raise ValueError("need val_fraction >= 0, val_min_instances >= 1, background_noise >= 0")
+            raise ConfigError("demo: need val_fraction >= 0, val_min_instances >= 1, background_noise >= 0")
         for split, n_img, n_inst in (
             ("train", self.num_train_images, sum(self.train_counts())),
             ("val", self.num_val_images, sum(self.val_counts())),
@@ -152,8 +154,8 @@ class DemoSpec:
             # every image gets >= 1 object; keep one free slot per not-exhaustive image
             n_ne = round(self.not_exhaustive_fraction * n_img)
             if not n_img <= n_inst <= n_img * self.max_objects - n_ne:
-                raise ValueError(
-                    f"{split}: {n_inst} instances do not fit into {n_img} images of 1..{self.max_objects} "
+                raise ConfigError(
+                    f"demo: {split}: {n_inst} instances do not fit into {n_img} images of 1..{self.max_objects} "
                     f"objects (with {n_ne} free slots for not-exhaustive instances)"
                 )
 
@@ -302,7 +304,7 @@ def _place_objects(
         if all(p is not None for p in placed):
             return placed  # type: ignore[return-value]
         if scale * spec.max_size <= spec.min_size:
-            raise RuntimeError("could not lay out objects even at min_size; lower max_objects or sizes")
+            raise ConfigError("demo: could not lay out objects even at min_size; lower max_objects or sizes")
         scale *= 0.85
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from lst import distributed
 from lst.dataset import DetectionData
+from lst.errors import ConfigError
 from lst.model import model_device
 from lst.tables import logits_schema
 
@@ -114,7 +115,7 @@ class DistillationLoss:
 
     def __init__(self, logits: pa.Table, weight: float = 1.0, group_images: int = 2):
         if group_images < 1:
-            raise ValueError(f"distill.group_images must be at least 1, got {group_images}")
+            raise ConfigError(f"distill.group_images must be at least 1, got {group_images}")
         self.weight = weight
         self.group_images = group_images
         table = logits.to_pandas()

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lst.errors import ConfigError
 from lst.model import pick_device
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,9 @@ def launch(device_name: str = "auto") -> Iterator[Context]:
     _die_with_launcher()
     if device.type == "cuda":
         if device.index is not None:
-            raise ValueError(f"device={device_name}: with {world} processes, rank r takes cuda:<local rank>; use auto")
+            raise ConfigError(f"device={device_name}: with {world} processes, rank r takes cuda:<local rank>; use auto")
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"{world} processes on this node but {torch.cuda.device_count()} GPU(s): one each")
+            raise ConfigError(f"{world} processes on this node but {torch.cuda.device_count()} GPU(s): one each")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device, timeout=COLLECTIVE_TIMEOUT)
@@ -239,9 +240,9 @@ def amp_mode(value: Any, device: torch.device) -> str:
     """The checked ``amp`` option: off, bf16 or fp16 (fp16 needs a GPU). YAML reads a bare ``off`` as false."""
     mode = "off" if value in (False, None) else str(value)
     if mode not in AMP_MODES:
-        raise ValueError(f"amp: {value!r} is not one of {AMP_MODES}")
+        raise ConfigError(f"amp: {value!r} is not one of {AMP_MODES}")
     if mode == "fp16" and device.type != "cuda":
-        raise ValueError(f"amp: fp16 needs a CUDA device (this run is on {device}); use bf16 or off on the CPU")
+        raise ConfigError(f"amp: fp16 needs a CUDA device (this run is on {device}); use bf16 or off on the CPU")
     return mode
 
 

@@ -35,6 +35,7 @@ from lst import distributed
 from lst.backbones import downsampling_stages, is_mobilenet_body
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream, collate
+from lst.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ log = logging.getLogger(__name__)
 ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
 # (iteration, model) -> None, called on every rank after each update (see ``train``)
 Hook = Callable[[int, nn.Module], None]
-
-
-class TrainingError(RuntimeError):
-    pass
 
 
 def backbone_stages(body: nn.Module) -> list[nn.Module]:
@@ -89,7 +86,7 @@ def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimiz
         return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
     if cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, lr=cfg["lr"])
-    raise ValueError(f"train.optimizer: unknown optimizer {cfg['optimizer']!r} (sgd or adamw)")
+    raise TrainingError(f"train.optimizer: unknown optimizer {cfg['optimizer']!r} (sgd or adamw)")
 
 
 def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
@@ -104,7 +101,7 @@ def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
     if cfg["schedule"] == "cosine":
         progress = max(0, iteration - warmup) / max(1, cfg["iterations"] - warmup)
         return factor * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    raise ValueError(f"train.schedule: unknown schedule {cfg['schedule']!r} (multistep or cosine)")
+    raise TrainingError(f"train.schedule: unknown schedule {cfg['schedule']!r} (multistep or cosine)")
 
 
 def fingerprint(*parts: Any) -> str:
@@ -250,7 +247,7 @@ def train(
     device = device or torch.device("cpu")
     try:
         amp = distributed.amp_mode(cfg.get("amp", "off"), device)
-    except ValueError as error:  # a configuration error: one clear line, as for the other input errors
+    except ConfigError as error:  # the training section's amp: name the section
         raise TrainingError(f"train.{error}") from None
     model.to(device)
     if cfg.get("channels_last", False):

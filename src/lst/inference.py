@@ -15,6 +15,7 @@ from torch import nn
 
 from lst import distributed
 from lst.dataset import DetectionData
+from lst.errors import ConfigError
 from lst.model import model_device
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ def detect(
     """
     model.eval()
     device = model_device(model)
-    amp = distributed.amp_mode(amp, device)
+    try:
+        amp = distributed.amp_mode(amp, device)
+    except ConfigError as error:  # the evaluation's amp: name its section
+        raise ConfigError(f"eval.{error}") from None
     if channels_last:
         distributed.channels_last(model)
     image_ids = data.image_ids()

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lst import tables
+from lst.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,6 @@ _COCO_2014_NAME = re.compile(r"COCO_[a-z]+2014_\d{12}\.jpg")
 # An Arrow string array addresses at most 2 GiB of text; longer columns are split into chunks.
 _MAX_CHUNK_BYTES = 1 << 30
 SPLITS = ("train", "val")
-
-
-class DataError(ValueError):
-    """An input dataset file that is corrupt, with the file and the problem in the message."""
 
 
 # gc=False: millions of these are made at once; they hold no cycles, so the cyclic GC need not track them.

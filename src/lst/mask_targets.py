@@ -28,6 +28,8 @@ from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import roi_align
 
+from lst.errors import DataError
+
 INSTANCE_MASKS = "instance_masks"  # the target key
 MIN_EXTENT = 0.1  # pixels: a thinner RoI is rasterised as this wide (keeps the scaled coordinates finite)
 
@@ -92,7 +94,7 @@ class InstanceMasks:
         is_rle = np.array([p is None for p in polygons], dtype=bool)
         self.bitmask_rows = np.where(is_rle, np.cumsum(is_rle) - 1, -1)
         if len(bitmasks) != is_rle.sum() or tuple(bitmasks.shape[1:]) != (height, width):
-            raise ValueError(f"{is_rle.sum()} RLE annotations on a {height}x{width} image, bitmasks {bitmasks.shape}")
+            raise DataError(f"{is_rle.sum()} RLE annotations on a {height}x{width} image, bitmasks {bitmasks.shape}")
 
     @classmethod
     def from_segmentations(cls, segmentations: Iterable[str | list | dict], height: int, width: int) -> InstanceMasks:
@@ -105,7 +107,7 @@ class InstanceMasks:
                 continue
             mask = mask_utils.decode(_rle(segmentation, height, width))
             if mask.shape != (height, width):
-                raise ValueError(f"an RLE of size {list(mask.shape)} on a {height}x{width} image")
+                raise DataError(f"an RLE of size {list(mask.shape)} on a {height}x{width} image")
             polygons.append(None)
             bitmasks.append(torch.from_numpy(mask))
         stacked = torch.stack(bitmasks) if bitmasks else torch.zeros((0, height, width), dtype=torch.uint8)

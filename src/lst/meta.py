@@ -24,6 +24,7 @@ from torch import nn
 
 from lst.dataset import DetectionData
 from lst.distill import box_features
+from lst.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,10 @@ def train_generator(
     rng = np.random.default_rng(seed)
     classes = sorted(c for c in features if c in weights)
     if len(classes) <= novel_per_episode:
-        raise ValueError(f"{len(classes)} base classes with features: too few for {novel_per_episode} novel ones")
+        raise ConfigError(
+            f"meta.novel_per_episode: {novel_per_episode} novel classes per episode need more than the "
+            f"{len(classes)} base classes with features"
+        )
     optimizer = torch.optim.Adam(generator.parameters(), lr=lr)
     losses = []
     for episode in range(1, episodes + 1):

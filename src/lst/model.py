@@ -22,6 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lst.backbones import mobilenet_v2_fpn
+from lst.errors import ConfigError
 from lst.mask_targets import MaskTargetRoIHeads
 
 BOX_PREDICTOR = "roi_heads.box_predictor."
@@ -170,7 +171,7 @@ def _backbone(cfg: dict[str, Any]) -> BackboneWithFPN:
         return backbone
     if name == "mobilenet_v2_fpn":
         return mobilenet_v2_fpn(cfg["fpn_channels"], pretrained=bool(cfg.get("backbone_weights")))
-    raise ValueError(
+    raise ConfigError(
         f"model.backbone: unknown backbone {name!r} (choose small, resnet18_fpn, resnet50_fpn, mobilenet_v2_fpn)"
     )
 
@@ -236,7 +237,13 @@ def pick_device(name: str = "auto") -> torch.device:
     """``auto``: the GPU when there is one, else the CPU; or any torch device name."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def model_device(model: nn.Module) -> torch.device:

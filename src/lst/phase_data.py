@@ -8,6 +8,7 @@ import pandas as pd
 
 from lst import tables
 from lst.dataset import DetectionData
+from lst.errors import ConfigError
 from lst.lvis_json import image_roots
 from lst.splitting import seen_categories
 
@@ -43,7 +44,7 @@ def phase_data(
     ``dataset.image_root`` (one folder, or one per split)."""
     categories = seen_categories(load_split(split_dir), phase)
     if categories.empty:
-        raise ValueError(f"phase {phase} has no classes")
+        raise ConfigError(f"phase: phase {phase} has no classes")
     return DetectionData(
         phase_images(data_dir, split_dir, phase, split),
         load_annotations(data_dir, split),

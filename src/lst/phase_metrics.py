@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lst.errors import ConfigError
 from lst.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
 from lst.report import INSTANCE_BINS
 
@@ -35,4 +36,7 @@ def phase_metrics(
 
 def evaluation_options(eval_cfg: dict[str, Any]) -> dict[str, Any]:
     """``evaluate_lvis`` keyword arguments from the Hydra ``eval`` section."""
-    return {"max_dets_per_image": eval_cfg["max_dets"], "fixed_ap": bool(eval_cfg.get("fixed_ap", False))}
+    max_dets = eval_cfg["max_dets"]
+    if isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 1:
+        raise ConfigError(f"eval.max_dets: {max_dets!r} is not a positive number of detections per image")
+    return {"max_dets_per_image": max_dets, "fixed_ap": bool(eval_cfg.get("fixed_ap", False))}

@@ -26,15 +26,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from lst.errors import SamplingError
+
 VARIANTS = ("cycle", "with_replacement", "without_replacement", "fixed_draw")
 QUOTA_ROUNDINGS = ("half_even", "half_up")  # numpy's round (the notebooks') or floor(x + 0.5)
 # after the whole epochs: the last of them again, unshuffled (the notebooks'), or a further shuffled epoch
 REMAINDERS = ("last_epoch_unshuffled", "next_epoch")
 NO_TARGET = 0  # category_id of a sample that has no target class (base and joint training)
-
-
-class SamplingError(ValueError):
-    """A sampling setting, or an input a stream cannot be built from."""
 
 
 def _rng(*key: int) -> np.random.Generator:

@@ -13,14 +13,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from lst.errors import SplitError
+
 log = logging.getLogger(__name__)
 
 # LVIS frequency groups from the number of training images: rare 1-10, common 11-100, frequent > 100.
 LVIS_FREQUENCY_THRESHOLDS = (10, 100)
-
-
-class SplitError(ValueError):
-    """A phase configuration that cannot be applied to the dataset."""
 
 
 def phase_sizes(

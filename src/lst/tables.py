@@ -10,12 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lst.errors import TableError
 from lst.io import atomic_path
-
-
-class TableError(ValueError):
-    """A Parquet file that is missing or does not have its declared schema."""
-
 
 _ids = pa.list_(pa.int64())
 

@@ -57,11 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from lst.checkpoint import save_checkpoint
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be used, with the file or the offending keys named in the message."""
-
+from lst.errors import WeightsError
 
 SOURCE_TORCHVISION = "torchvision"
 SOURCE_MASKRCNN_BENCHMARK = "maskrcnn_benchmark"

@@ -18,28 +18,9 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from lst.errors import ConfigError, InputError
+
 log = logging.getLogger("lst")
-
-
-def _input_errors() -> tuple[type[Exception], ...]:
-    from lst.checkpoint import CheckpointError
-    from lst.engine import TrainingError
-    from lst.lvis_json import DataError
-    from lst.sampling import SamplingError
-    from lst.splitting import SplitError
-    from lst.tables import TableError
-    from lst.weights import WeightsError
-
-    return (
-        CheckpointError,
-        DataError,
-        SamplingError,
-        SplitError,
-        TableError,
-        TrainingError,
-        WeightsError,
-        FileNotFoundError,
-    )
 
 
 def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
@@ -57,7 +38,7 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         config = OmegaConf.to_container(cfg, resolve=True)
         try:
             func(config)
-        except _input_errors() as error:
+        except (InputError, FileNotFoundError) as error:  # bad input: one line; anything else is a bug
             log.error("%s", error)
             _remove_hydra_files()
             sys.exit(1)
@@ -93,6 +74,6 @@ def require(cfg: dict[str, Any], *keys: str) -> list[Any]:
         for part in key.split("."):
             value = value[part]
         if value is None:
-            raise FileNotFoundError(f"config key {key} is not set (the Snakemake rule passes it)")
+            raise ConfigError(f"config key {key} is not set (the Snakemake rule passes it)")
         values.append(value)
     return values

@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from lst import tables
-from lst.checkpoint import CheckpointError, load_checkpoint
+from lst.checkpoint import load_checkpoint
+from lst.errors import CheckpointError
 from lst.inference import detect, ground_truth
 from lst.io import write_text_atomic
 from lst.lvis_eval import FIXED_AP_DETS_PER_CLASS
@@ -29,6 +30,7 @@ def main(cfg: dict[str, Any]) -> None:
     )
     (image_root,) = require(cfg, "dataset.image_root")  # one folder, or {train: DIR, val: DIR}
     phase, eval_cfg = cfg["phase"], cfg["eval"]
+    options = evaluation_options(eval_cfg)  # bad settings fail before anything is computed or written
     checkpoint = load_checkpoint(model_path, required=("model", "category_ids", "config"))
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
     if checkpoint["category_ids"] != data.category_ids.tolist():
@@ -50,7 +52,7 @@ def main(cfg: dict[str, Any]) -> None:
     annotations = pd.concat([data.annotations, data.crowd], ignore_index=True)  # crowd regions: ignored matches
     gt = ground_truth(data.images.reset_index(drop=True), annotations, seen)
     fixed_ap = bool(eval_cfg.get("fixed_ap", False))
-    metrics, per_class_table = phase_metrics(gt, detections, seen, phase, **evaluation_options(eval_cfg))
+    metrics, per_class_table = phase_metrics(gt, detections, seen, phase, **options)
     for iou_type, values in metrics.groupby("iou_type", sort=False):
         log.info(
             "%s: %s",

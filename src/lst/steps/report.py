@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lst import tables
+from lst.errors import ConfigError
 from lst.io import write_text_atomic
 from lst.periodic_eval import read_curve
 from lst.plots import eval_curve_plot, forgetting_plot, per_class_plot
@@ -24,12 +25,12 @@ _METRICS_PATH = re.compile(r"(?P<method>[^/]+)/phase(?P<phase>\d+)/eval/metrics\
 def main(cfg: dict[str, Any]) -> None:
     (out_dir,) = require(cfg, "paths.out_dir")
     if len(cfg["paths"]["curves"]) != len(cfg["paths"]["metrics"]):
-        raise FileNotFoundError("paths.curves: one eval_curve.parquet per metrics.parquet, in the same order")
+        raise ConfigError("paths.curves: one eval_curve.parquet per metrics.parquet, in the same order")
     entries = []
     for path in cfg["paths"]["metrics"]:
         match = _METRICS_PATH.search(Path(path).as_posix())
         if match is None:
-            raise FileNotFoundError(f"{path}: not a <method>/phase<k>/eval/metrics.parquet path")
+            raise ConfigError(f"{path}: not a <method>/phase<k>/eval/metrics.parquet path")
         metrics = tables.read_table(path, tables.METRICS)
         entries.append((match["method"], int(match["phase"]), metrics))
     summary = summarize(entries)

@@ -24,7 +24,8 @@ from lst import distributed
 from lst.backbones import load_backbone_weights
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
-from lst.engine import TrainingError, rank_samples, train
+from lst.engine import rank_samples, train
+from lst.errors import TrainingError
 from lst.io import file_digest
 from lst.model import build_model
 from lst.periodic_eval import publish_curve, training_hooks

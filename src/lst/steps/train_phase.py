@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from lst import distributed, tables
-from lst.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream
 from lst.distill import DistillationLoss
 from lst.engine import rank_samples, train
+from lst.errors import CheckpointError, DataError
 from lst.io import file_digest
 from lst.meta import WeightGenerator, class_features
 from lst.model import build_model, grow_classifier
@@ -104,7 +105,7 @@ def initialise_new_rows(model, data, num_old: int, meta_path: str, cfg: dict[str
     features = class_features(model, data, new_ids, cfg["meta"]["per_class"], cfg["eval"]["batch_size"], cfg["seed"])
     missing = [c for c in new_ids if c not in features]
     if missing:
-        raise ValueError(f"meta-module: no training boxes for new classes {missing[:5]}")
+        raise DataError(f"meta-module: no training boxes for new classes {missing[:5]}")
     with torch.no_grad():
         generated = generator([features[c] for c in new_ids], rows[1 : 1 + num_old])
         rows[1 + num_old :] = generated
