@@ -47,6 +47,7 @@ import pycocotools.mask as mask_utils
 
 from lst.lvis_eval import METRIC_KEYS, evaluate_lvis, load_detections
 from lst.lvis_eval import main as lst_eval
+from lst.testing import lvis_results
 
 # LVIS v0.5: 454 rare, 461 common, 315 frequent classes out of 1230
 FREQ_SHARE = {"r": 454 / 1230, "c": 461 / 1230, "f": 315 / 1230}
@@ -185,25 +186,6 @@ def make_detections(gt: dict, dets_per_image: int, with_masks: bool, seed: int =
     return frame
 
 
-def results_json(gt: dict, dets: pd.DataFrame, iou_type: str, with_bbox: bool = False) -> list[dict]:
-    """The LVIS results list of the same detections.  segm results carry a bbox only ``with_bbox`` (then
-    lvis-api sizes them by box area, as lst-eval does; without, both size them by mask area)."""
-    hw = {img["id"]: [img["height"], img["width"]] for img in gt["images"]}
-    image_id = dets["image_id"].tolist()
-    category_id = dets["category_id"].tolist()
-    score = dets["score"].astype(np.float64).tolist()
-    records = [
-        {"image_id": i, "category_id": c, "score": s} for i, c, s in zip(image_id, category_id, score, strict=True)
-    ]
-    if iou_type == "bbox" or with_bbox:
-        for r, b in zip(records, dets[["x", "y", "w", "h"]].to_numpy(np.float64).tolist(), strict=True):
-            r["bbox"] = b
-    if iou_type == "segm":
-        for r, i, counts in zip(records, image_id, dets["rle_counts"].tolist(), strict=True):
-            r["segmentation"] = {"size": hw[i], "counts": counts.decode()}
-    return records
-
-
 def run_lvis_api(gt_path: Path, dets_path: Path, iou_type: str) -> tuple[float, dict[str, float]]:
     from lvis import LVIS, LVISEval, LVISResults
 
@@ -246,7 +228,7 @@ def bench(label: str, gt: dict, dets: pd.DataFrame, iou_type: str, tmp: Path, lv
     if not lvis_api:
         print(json.dumps(m_lst))
         return True
-    json_path.write_text(json.dumps(results_json(gt, dets, iou_type)))
+    json_path.write_text(json.dumps(lvis_results(gt, dets, iou_type)))
     t_api, m_api = run_lvis_api(gt_path, json_path, iou_type)
     print(f"[{label}] lvis-api:      {t_api:.2f} s (loading included)", flush=True)
     diff = max(abs(m_lst[k] - m_api[k]) for k in METRIC_KEYS)
@@ -310,7 +292,7 @@ def write_v1_files(gt: dict, dets: pd.DataFrame, n: int, tmp: Path) -> dict[str,
     paths = {"gt": tmp / f"v1_{n}_gt.json", "Parquet": tmp / f"v1_{n}.parquet", "json": tmp / f"v1_{n}.json"}
     paths["gt"].write_text(json.dumps(sub_gt))
     sub_dets.to_parquet(paths["Parquet"])
-    paths["json"].write_text(json.dumps(results_json(sub_gt, sub_dets, "segm", with_bbox=True)))
+    paths["json"].write_text(json.dumps(lvis_results(sub_gt, sub_dets, "segm", with_bbox=True)))
     mb = {k: f"{v.stat().st_size / 1e6:.0f} MB" for k, v in paths.items()}
     print(
         f"[v1] {n} images: {len(sub_gt['annotations'])} annotations, {len(sub_dets)} detections; "

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 import yaml
-from test_bad_input import dataset, printed, split_dir, train_base  # noqa: F401 - fixtures
+from conftest import printed, train_base
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 from workflow_copy import run_snakemake, workflow_copy
@@ -129,7 +129,7 @@ def body_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 
 @needs_mobilenet_file
-def test_base_phase_starts_from_the_file_and_later_phases_never_read_it(dataset, split_dir, tmp_path, capfd):  # noqa: F811
+def test_base_phase_starts_from_the_file_and_later_phases_never_read_it(dataset, split_dir, tmp_path, capfd):
     weights = tmp_path / "mobilenet_v2.pth"
     shutil.copy(MOBILENET_FILE, weights)
     out = tmp_path / "base"
@@ -151,7 +151,7 @@ def test_base_phase_starts_from_the_file_and_later_phases_never_read_it(dataset,
 
 
 @needs_mobilenet_file
-def test_another_file_at_the_same_path_is_not_resumed(dataset, split_dir, tmp_path, capfd):  # noqa: F811
+def test_another_file_at_the_same_path_is_not_resumed(dataset, split_dir, tmp_path, capfd):
     weights = tmp_path / "mobilenet_v2.pth"
     shutil.copy(MOBILENET_FILE, weights)
     out = tmp_path / "base"
@@ -167,7 +167,7 @@ def test_another_file_at_the_same_path_is_not_resumed(dataset, split_dir, tmp_pa
     assert "was made with another configuration: training from the start" in log and "resuming" not in log
 
 
-def test_a_coco_checkpoint_takes_precedence_over_backbone_weights(dataset, split_dir, tmp_path, capfd):  # noqa: F811
+def test_a_coco_checkpoint_takes_precedence_over_backbone_weights(dataset, split_dir, tmp_path, capfd):
     """Both given: the COCO checkpoint's backbone is used, the ImageNet file is not read and not recorded."""
     changes = dict(backbone="resnet18_fpn", fpn_channels=16, representation_size=32, mask_head_channels=8,
                    mask_weight_transfer=False, mask_mlp=False)  # fmt: skip

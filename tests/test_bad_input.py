@@ -7,97 +7,24 @@ output folder as Hydra's run dir, as the Snakemake rules do. One case also runs 
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from conftest import TINY_TRAIN, TINY_VAL, Payload, cheap_state, files_under, printed, run_step, train_base
 from PIL import Image
 from workflow_copy import run_snakemake, workflow_copy
 
-from lst.weights import torchvision_layout
-
-TRAIN = {
-    "images": [
-        {"id": 1, "width": 20, "height": 10, "file_name": "train2017/a.png"},
-        {"id": 2, "width": 16, "height": 12, "coco_url": "http://images.cocodataset.org/train2017/b.png"},
-    ],
-    "annotations": [
-        {"id": 10, "image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]},
-        {"id": 11, "image_id": 2, "category_id": 2, "bbox": [2, 2, 3, 3], "segmentation": [[2, 2, 5, 2, 5, 5, 2, 5]]},
-        {"id": 12, "image_id": 2, "category_id": 3, "bbox": [0, 0, 4, 2],
-         "segmentation": {"size": [12, 16], "counts": [0, 2, 10, 2, 10, 2, 10, 2, 154]}},
-    ],
-    "categories": [{"id": i, "name": f"c{i}", "frequency": "r"} for i in (1, 2, 3)],
-}  # fmt: skip
-VAL = {
-    "images": [{"id": 3, "width": 20, "height": 10, "file_name": "val2017/c.png"}],
-    "annotations": [
-        {"id": 20, "image_id": 3, "category_id": 1, "bbox": [1, 1, 4, 4], "segmentation": [[1, 1, 5, 1, 5, 5, 1, 5]]}
-    ],
-    "categories": TRAIN["categories"],
-}
-
-
-def run_step(module: str, *overrides: str) -> int:
-    """Exit code of ``python -m lst.steps.<module> <overrides>``, run in this process (its log goes to stdout)."""
-    main = importlib.import_module(f"lst.steps.{module}").main
-    argv, sys.argv = sys.argv, [module, *map(str, overrides)]
-    try:
-        main()
-        return 0
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
-
-
-def printed(capfd: pytest.CaptureFixture) -> str:
-    out, err = capfd.readouterr()
-    return out + err
+from lst.testing import write_lvis
 
 
 def refused(capfd: pytest.CaptureFixture, module: str, *overrides: str) -> str:
     """What a step printed when it refused its input with exit code 1."""
     assert run_step(module, *overrides) == 1
     return printed(capfd)
-
-
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if not p.is_dir()) if folder.exists() else []
-
-
-def write_json(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data))
-    return path
-
-
-def draw_images(root: Path, dataset: dict) -> None:
-    for image in dataset["images"]:
-        name = image.get("file_name") or "/".join(image["coco_url"].split("/")[-2:])
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (image["width"], image["height"]), (90, 30, 200)).save(root / name)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> dict[str, Path]:
-    """A valid LVIS-layout dataset with images on disk, and its prepared Parquet tables."""
-    root = tmp_path_factory.mktemp("dataset")
-    paths = {"train_json": write_json(root / "train.json", TRAIN), "val_json": write_json(root / "val.json", VAL)}
-    paths["image_root"] = root / "coco"
-    draw_images(paths["image_root"], TRAIN)
-    draw_images(paths["image_root"], VAL)
-    paths["data_dir"] = root / "data"
-    code = run_step(
-        "prepare_data", f"dataset.train_json={paths['train_json']}", f"dataset.val_json={paths['val_json']}",
-        f"paths.data_dir={paths['data_dir']}", f"hydra.run.dir={paths['data_dir']}",
-    )  # fmt: skip
-    assert code == 0
-    return paths
 
 
 def test_the_valid_dataset_passes_every_step(dataset, tmp_path):
@@ -108,26 +35,6 @@ def test_the_valid_dataset_passes_every_step(dataset, tmp_path):
     assert "images checked: 3" in (results / "check.md").read_text()
     split = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={results / 'split'}"]
     assert run_step("split", *split, "phases.sizes=[2,1]", f"hydra.run.dir={results / 'split'}") == 0
-
-
-@pytest.fixture(scope="module")
-def split_dir(dataset, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("split")
-    args = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={out}", "phases.sizes=[2,1]"]
-    assert run_step("split", *args, f"hydra.run.dir={out}") == 0
-    return out
-
-
-def train_base(dataset, split_dir, out: Path, *overrides: str) -> int:
-    """The base model of the small test dataset: 2 iterations of 1 image at 64 px, the body frozen."""
-    return run_step(
-        "train_base", f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={split_dir}",
-        f"dataset.image_root={dataset['image_root']}", f"paths.model={out / 'model.pt'}",
-        f"paths.work_dir={out / 'train'}", "paths.eval_curve=null", f"hydra.run.dir={out}", "device=cpu",
-        "model.min_size=64", "model.max_size=64", "train_base.iterations=2", "train_base.batch_size=1",
-        "train_base.freeze_backbone_stages=5", "train_base.warmup_iters=1", "train_base.log_period=1",
-        *overrides,
-    )  # fmt: skip
 
 
 def _set(path: list, value) -> Callable[[dict], None]:
@@ -170,9 +77,9 @@ JSON_CASES = {
 @pytest.mark.parametrize("name", JSON_CASES)
 def test_corrupt_json_is_refused(dataset, tmp_path, capfd, name):
     which, change, message = JSON_CASES[name]
-    data = json.loads(json.dumps(TRAIN if which == "train" else VAL))
+    data = json.loads(json.dumps(TINY_TRAIN if which == "train" else TINY_VAL))
     change(data)
-    bad = write_json(tmp_path / f"{which}.json", data)
+    bad = write_lvis(tmp_path / f"{which}.json", data)
     paths = {"train": dataset["train_json"], "val": dataset["val_json"], which: bad}
     out = tmp_path / "results" / "data"
     code = run_step(
@@ -187,7 +94,7 @@ def test_corrupt_json_is_refused(dataset, tmp_path, capfd, name):
 
 @pytest.mark.parametrize("cut", ["truncated", "not_json"])
 def test_unparseable_json_is_refused(dataset, tmp_path, capfd, cut):
-    text = json.dumps(TRAIN)
+    text = json.dumps(TINY_TRAIN)
     bad = tmp_path / "train.json"
     bad.write_text(text[: len(text) // 2] if cut == "truncated" else "images: [1, 2]")
     out = tmp_path / "results" / "data"
@@ -268,11 +175,11 @@ MASK_CASES = {
 @pytest.mark.parametrize("name", MASK_CASES)
 def test_segmentations_that_do_not_decode_stop_before_training(dataset, tmp_path, capfd, name):
     segmentation, message = MASK_CASES[name]
-    data = json.loads(json.dumps(TRAIN))
+    data = json.loads(json.dumps(TINY_TRAIN))
     data["annotations"][0]["segmentation"] = segmentation
     data_dir = tmp_path / "data"
     assert run_step(
-        "prepare_data", f"dataset.train_json={write_json(tmp_path / 'train.json', data)}",
+        "prepare_data", f"dataset.train_json={write_lvis(tmp_path / 'train.json', data)}",
         f"dataset.val_json={dataset['val_json']}", f"paths.data_dir={data_dir}", f"hydra.run.dir={data_dir}",
     ) == 0  # fmt: skip
     results = tmp_path / "results"
@@ -335,25 +242,14 @@ def test_misspelled_config_keys_are_refused(dataset, tmp_path, capfd, override):
     assert files_under(tmp_path / "results") == []
 
 
-def _cheap_state() -> dict[str, torch.Tensor]:
-    """torchvision's COCO key names and shapes, one value per tensor (tiny files)."""
-    layout = torchvision_layout()
-    return {key: torch.full((1,), float(i)).expand(shape) for i, (key, shape) in enumerate(layout.items())}
-
-
-class _Payload:
-    def __reduce__(self):
-        return (print, ("unpickled!",))
-
-
 def _wrong_shape(path: Path) -> None:
-    state = _cheap_state()
+    state = cheap_state()
     state["backbone.fpn.inner_blocks.0.0.weight"] = torch.zeros(256, 64, 1, 1)
     torch.save(state, path)
 
 
 def _missing_key(path: Path) -> None:
-    state = _cheap_state()
+    state = cheap_state()
     del state["backbone.body.layer4.2.conv3.weight"]
     torch.save(state, path)
 
@@ -365,7 +261,7 @@ WEIGHTS_CASES = {
     ),
     "missing_key": (_missing_key, "missing required keys ['backbone.body.layer4.2.conv3.weight' (1 in all)]"),
     "not_a_checkpoint": (lambda p: p.write_text("weights\n"), "not a checkpoint"),
-    "unsafe_pickle": (lambda p: torch.save({"model": _Payload()}, p), "objects other than tensors"),
+    "unsafe_pickle": (lambda p: torch.save({"model": Payload()}, p), "objects other than tensors"),
     "absent": (lambda p: None, "weights file does not exist"),
 }
 
@@ -403,7 +299,7 @@ BACKBONE_CASES = {
     # name: (how to make the file, model config, what the error must say)
     "not_a_state_dict": (lambda p: p.write_text("weights\n"), "mobilenet_v2_fpn", "not a state dict"),
     "unsafe_pickle": (
-        lambda p: torch.save({"features.0.0.weight": _Payload()}, p), "mobilenet_v2_fpn", "objects other than tensors"
+        lambda p: torch.save({"features.0.0.weight": Payload()}, p), "mobilenet_v2_fpn", "objects other than tensors"
     ),
     "missing_key": (
         _saved(lambda s: s.pop("features.18.1.bias")), "mobilenet_v2_fpn",
@@ -442,7 +338,8 @@ def test_bad_backbone_weights_are_refused(dataset, split_dir, tmp_path, capfd, n
 
 def test_missing_images_stop_the_dag_before_training(tmp_path):
     """Through Snakemake: the check fails before any training; its report is not written."""
-    files = {name: write_json(tmp_path / f"{name}.json", data) for name, data in (("train", TRAIN), ("val", VAL))}
+    files = {"train": write_lvis(tmp_path / "train.json", TINY_TRAIN)}
+    files["val"] = write_lvis(tmp_path / "val.json", TINY_VAL)
     dataset = {"name": "noimages", "train_json": str(files["train"]), "val_json": str(files["val"]),
                "image_root": str(tmp_path / "missing")}  # fmt: skip
     root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset, phases={"sizes": [2, 1]}, methods=["lst"])

@@ -4,16 +4,14 @@ that restart in each split, through the steps; crowd handling of the evaluator a
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pycocotools.mask as mask_utils
 import pytest
-from PIL import Image
+from conftest import run_step
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from workflow_copy import run_snakemake, workflow_copy
@@ -25,6 +23,7 @@ from lst.lvis_eval import main as lst_eval
 from lst.phase_data import phase_data
 from lst.sampling import replay_quotas
 from lst.splitting import frequency_of
+from lst.testing import detection_frame, draw_images, write_lvis
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "data" / "coco-mini"
@@ -129,16 +128,7 @@ def coco_case(seed: int) -> tuple[dict, pd.DataFrame]:
         x0, y0, x1, y1 = min(polygon[0::2]), min(polygon[1::2]), max(polygon[0::2]), max(polygon[1::2])
         rows.append((image_id, c, x0, y0, x1 - x0, y1 - y0, rle["counts"]))
     assert max(np.bincount([r[0] for r in rows])) <= 100
-    columns = list(zip(*rows, strict=True))
-    dets = pd.DataFrame(
-        {
-            "image_id": np.array(columns[0], np.int64),
-            "category_id": np.array(columns[1], np.int64),
-            "score": (rng.permutation(len(rows)) + 1).astype(np.float32) / len(rows),
-            **{name: np.array(columns[i], np.float32) for i, name in enumerate("xywh", start=2)},
-            "rle_counts": pd.Series(list(columns[6]), dtype=object),
-        }
-    )
+    dets = detection_frame(rows, (rng.permutation(len(rows)) + 1).astype(np.float32) / len(rows))
     gt = {"images": images, "annotations": annotations,
           "categories": [{"id": c, "name": f"c{c}", "supercategory": "s"} for c in category_ids]}  # fmt: skip
     return gt, dets
@@ -261,25 +251,8 @@ VAL = _coco_file(
 )  # fmt: skip
 
 
-def draw_images(folder: Path, data: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for image in data["images"]:
-        Image.new("RGB", (image["width"], image["height"]), (40 * image["id"], 90, 160)).save(
-            folder / image["file_name"]
-        )
-
-
-def run_step(module: str, *overrides: str) -> int:
-    """Exit code of ``python -m lst.steps.<module> <overrides>``, run in this process."""
-    main = importlib.import_module(f"lst.steps.{module}").main
-    argv, sys.argv = sys.argv, [module, *map(str, overrides)]
-    try:
-        main()
-        return 0
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
+def _colour(image: dict) -> tuple[int, int, int]:
+    return (40 * image["id"], 90, 160)
 
 
 def roots_override(roots: dict[str, Path]) -> str:
@@ -293,8 +266,8 @@ def coco_files(tmp_path_factory) -> dict:
     paths = {"root": root, "roots": {"train": root / "train2017", "val": root / "val2017"}}
     for split, data in (("train", TRAIN), ("val", VAL)):
         paths[split] = root / "annotations" / f"instances_{split}2017.json"
-        paths[split].write_text(json.dumps(data))
-        draw_images(paths["roots"][split], data)
+        write_lvis(paths[split], data)
+        draw_images(paths["roots"][split], data, _colour)
     return paths
 
 
@@ -335,7 +308,7 @@ def test_check_data_reads_each_split_from_its_own_folder(prepared, capfd):
     roots = prepared["roots"]
     # one folder for both (today's layout) still works where the images are there ...
     merged = prepared["root"] / "merged"
-    draw_images(merged, TRAIN)
+    draw_images(merged, TRAIN, _colour)
     report = f"paths.report={prepared['out'] / 'merged.md'}"
     assert run_step("check_data", *prepared["check"][:1], report, f"hydra.run.dir={prepared['out']}",
                     f"dataset.image_root={merged}") == 1  # fmt: skip
@@ -442,7 +415,7 @@ def test_snakemake_passes_per_split_image_folders(coco_files, tmp_path):
     """The config schema takes {train: DIR, val: DIR}; the rules hand it to Hydra quoted (a comma, a colon)."""
     roots = {split: tmp_path / f"images: {split}, 2017" for split in ("train", "val")}
     for split, data in (("train", TRAIN), ("val", VAL)):
-        draw_images(roots[split], data)
+        draw_images(roots[split], data, _colour)
     dataset = {"name": "cocogen", "train_json": str(coco_files["train"]), "val_json": str(coco_files["val"]),
                "image_root": {k: str(v) for k, v in roots.items()}}  # fmt: skip
     root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset, phases={"sizes": [2, 2]}, methods=["lst"])

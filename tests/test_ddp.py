@@ -13,21 +13,21 @@ the RoI sampler keeps other RoIs, so later losses drift apart by about 1% - as m
 process run with 1 and with 2 threads does.
 """
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import step_command
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lst.distributed import state_digest
+from lst.testing import write_lvis
 
 pytestmark = pytest.mark.ddp
 
@@ -60,9 +60,7 @@ def _lvis(root: Path, split: str, image_ids: range, rng: np.random.Generator) ->
         images.append({"id": image_id, "width": 128, "height": 128, "file_name": name, "neg_category_ids": [],
                        "not_exhaustive_category_ids": []})  # fmt: skip
     categories = [{"id": c, "name": f"c{c}", "frequency": "f"} for c in range(1, 5)]
-    path = root / f"{split}.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return path
+    return write_lvis(root / f"{split}.json", {"images": images, "annotations": annotations, "categories": categories})
 
 
 def _run(command: list[str], cwd: Path) -> str:
@@ -73,10 +71,7 @@ def _run(command: list[str], cwd: Path) -> str:
 
 
 def _step(name: str, *overrides: str, processes: int = 1) -> list[str]:
-    launcher = [sys.executable, "-m"]
-    if processes > 1:
-        launcher += ["torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m"]
-    return [*launcher, f"lst.steps.{name}", "device=cpu", "threads=1", *overrides]
+    return step_command(name, "device=cpu", "threads=1", *overrides, processes=processes)
 
 
 @pytest.fixture(scope="module")

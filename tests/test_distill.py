@@ -1,6 +1,6 @@
 import pyarrow as pa
 import torch
-from test_model import SMALL
+from conftest import SMALL
 
 from lst.distill import DistillationLoss, box_cosines
 from lst.model import build_model

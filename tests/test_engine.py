@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL
 from PIL import Image
-from test_model import SMALL
 
 from lst.dataset import DetectionData, SampleStream
 from lst.engine import lr_factor, train

@@ -23,6 +23,7 @@ from lst.lvis_eval import (
     main,
     mean_ap,
 )
+from lst.testing import detection_frame, lvis_results
 
 lvis = pytest.importorskip("lvis")
 from lvis import LVIS, LVISEval, LVISResults  # noqa: E402
@@ -68,20 +69,6 @@ def _jitter(rng, poly, sigma, W, H):
     xs = np.clip(xs + rng.normal(0, sigma * size, 4), 0, W)
     ys = np.clip(ys + rng.normal(0, sigma * size, 4), 0, H)
     return [float(v) for p in zip(xs, ys, strict=True) for v in p]
-
-
-def _detection_frame(recs: list[tuple], score: np.ndarray) -> pd.DataFrame:
-    """Detections as columns from (image_id, category_id, x, y, w, h, rle_counts) records."""
-    columns = list(zip(*recs, strict=True)) if recs else [[]] * 7
-    return pd.DataFrame(
-        {
-            "image_id": np.array(columns[0], dtype=np.int64),
-            "category_id": np.array(columns[1], dtype=np.int64),
-            "score": score.astype(np.float32),
-            **{name: np.array(columns[i], dtype=np.float32) for i, name in enumerate("xywh", start=2)},
-            "rle_counts": pd.Series(list(columns[6]), dtype=object),
-        }
-    )
 
 
 def _rle(poly, H, W):
@@ -150,26 +137,9 @@ def make_case(seed: int, ties: bool = False, buckets=("small", "medium", "large"
     score = rng.uniform(0.01, 1.0, size=len(recs))
     if ties:
         score = np.round(score * 20) / 20
-    dets = _detection_frame(recs, score)
+    dets = detection_frame(recs, score)
     gt = {"images": images, "annotations": anns, "categories": categories}
     return gt, dets
-
-
-def lvis_results(gt: dict, dets: pd.DataFrame, iou_type: str, with_bbox: bool = False) -> list[dict]:
-    """The same detections as an LVIS results list.  segm results carry no bbox unless ``with_bbox``:
-    lvis-api then sizes them by mask area (as detectron2 does, and as lst.lvis_eval does by default), with a
-    bbox by box area (``det_area="box"``)."""
-    hw = {img["id"]: [img["height"], img["width"]] for img in gt["images"]}
-    out = []
-    for r in dets.itertuples(index=False):
-        d = {"image_id": int(r.image_id), "category_id": int(r.category_id), "score": float(r.score)}
-        if iou_type == "bbox" or with_bbox:
-            d["bbox"] = [float(r.x), float(r.y), float(r.w), float(r.h)]
-        if iou_type == "segm":
-            counts = r.rle_counts.decode() if isinstance(r.rle_counts, bytes) else r.rle_counts
-            d["segmentation"] = {"size": hw[int(r.image_id)], "counts": counts}
-        out.append(d)
-    return out
 
 
 def run_lvis_api(tmp_path, gt: dict, results: list[dict], iou_type: str, max_dets: int = 300) -> LVISEval:
@@ -320,7 +290,7 @@ def make_crowded_case(seed: int):
             w = 0.0  # a degenerate box: area 0, skipped by lvis-api
         recs.append((img_id, c, x0, y0, w, h, rle["counts"]))
     score = np.round(rng.uniform(0, 1, size=len(recs)) * 8) / 8  # many equal scores
-    dets = _detection_frame(recs, score)
+    dets = detection_frame(recs, score)
     # a few exact duplicates of detections
     dets = pd.concat([dets, dets.iloc[: len(dets) // 10]], ignore_index=True)
     return {"images": images, "annotations": anns, "categories": categories}, dets

@@ -7,8 +7,8 @@ RoIAlign; and torchvision's own mask loss on full-image masks, for the same samp
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 from pycocotools import mask as mask_utils
-from test_model import SMALL
 from torchvision.ops import roi_align
 
 from lst.dataset import hflip

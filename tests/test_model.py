@@ -1,16 +1,8 @@
 import torch
+from conftest import SMALL
 
 from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.model import build_model, grow_classifier
-
-SMALL = dict(
-    backbone="small", small_widths=[8, 16, 16, 16], fpn_channels=16, stride_in_1x1=False, min_size=64, max_size=64,
-    image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], anchor_sizes=[8, 16, 32, 64, 128],
-    aspect_ratios=[0.5, 1.0, 2.0], rpn_pre_nms_top_n_train=100, rpn_pre_nms_top_n_test=50,
-    rpn_post_nms_top_n_train=50, rpn_post_nms_top_n_test=30, rpn_batch_size_per_image=32, representation_size=32,
-    mask_head_channels=8, sampling_ratio=1, cosine_scale=10.0, learn_scale=True, box_score_thresh=0.0,
-    box_nms_thresh=0.5, box_detections_per_img=300, box_batch_size_per_image=16, box_positive_fraction=0.25,
-)  # fmt: skip
 
 
 def _class_outputs(model, features):

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL
 from PIL import Image
-from test_model import SMALL
 
 from lst.dataset import DetectionData
 from lst.inference import detect, ground_truth

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import step_command
 
 from lst.errors import SplitError
 from lst.splitting import (
@@ -131,15 +132,14 @@ def _lvis_v05_like(data_dir):
 def test_split_step_reports_the_papers_lvis_v05_mix(tmp_path):
     """The split step, run as the workflow runs it, sizes the phases 270 + 6 x 160 and reports docs/method.md's mix."""
     import subprocess
-    import sys
 
     from lst import tables
 
     data_dir, split_dir = tmp_path / "data", tmp_path / "split"
     groups, instances, phase = _lvis_v05_like(data_dir)
-    command = [sys.executable, "-m", "lst.steps.split", f"paths.data_dir={data_dir}", f"paths.split_dir={split_dir}",
-               "phases.base=270", "phases.step=160", "phases.num_incremental=6",
-               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    command = step_command("split", f"paths.data_dir={data_dir}", f"paths.split_dir={split_dir}", "phases.base=270",
+                           "phases.step=160", "phases.num_incremental=6",
+                           f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import Payload, cheap_state
 from torch import nn
 
 from lst.checkpoint import load_checkpoint
@@ -107,11 +108,6 @@ def mb_file(tv_state_81, tmp_path_factory):
     return path
 
 
-def _cheap_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Right shapes, tiny files: each tensor is one distinct value expanded (stride 0)."""
-    return {key: torch.full((1,), float(i)).expand(shape) for i, (key, shape) in enumerate(shapes.items())}
-
-
 # ------------------------------------------------------------------------------------------------------
 # layout and names
 # ------------------------------------------------------------------------------------------------------
@@ -195,7 +191,7 @@ def test_trim_checkpoint_torchvision(tv_state, tv_file, tmp_path):
 
 def test_legacy_torchvision_names_are_upgraded(tmp_path):
     layout = torchvision_layout(91)
-    state = _cheap_state(layout)
+    state = cheap_state(layout)
     legacy = {}
     for key, value in state.items():
         old = key
@@ -252,7 +248,7 @@ def test_maskrcnn_benchmark_round_trip(tv_state_81, mb_file, tmp_path):
 
 def test_maskrcnn_benchmark_without_module_prefix(tmp_path):
     mb = {
-        torchvision_to_maskrcnn_benchmark_key(key): value for key, value in _cheap_state(torchvision_layout(81)).items()
+        torchvision_to_maskrcnn_benchmark_key(key): value for key, value in cheap_state(torchvision_layout(81)).items()
     }
     path = tmp_path / "plain_mb.pth"
     torch.save(mb, path)
@@ -273,23 +269,21 @@ def _save(tmp_path, obj, name="bad.pth"):
 
 
 def test_unknown_keys(tmp_path):
-    state = _cheap_state(torchvision_layout())
+    state = cheap_state(torchvision_layout())
     state.update({f"backbone.body.layer3.{i}.conv1.weight": torch.zeros(256, 1024, 1, 1) for i in (6, 7, 8)})
     path = _save(tmp_path, state)
     with pytest.raises(WeightsError, match=r"unknown keys .*layer3\.6\.conv1.*\(3 in all\)") as info:
         load_coco_checkpoint(path)
     assert str(path) in str(info.value)
 
-    mb = {
-        "module." + torchvision_to_maskrcnn_benchmark_key(k): v for k, v in _cheap_state(torchvision_layout()).items()
-    }
+    mb = {"module." + torchvision_to_maskrcnn_benchmark_key(k): v for k, v in cheap_state(torchvision_layout()).items()}
     mb["module.roi_heads.keypoint.feature_extractor.conv_fcn1.weight"] = torch.zeros(1)
     with pytest.raises(WeightsError, match=r"unknown maskrcnn-benchmark .*keypoint"):
         load_coco_checkpoint(_save(tmp_path, {"model": mb, "iteration": 5}))
 
 
 def test_missing_keys(tmp_path):
-    state = _cheap_state(torchvision_layout())
+    state = cheap_state(torchvision_layout())
     del state["backbone.body.layer2.1.bn2.running_var"]
     del state["roi_heads.mask_predictor.conv5_mask.weight"]
     path = _save(tmp_path, state)
@@ -298,7 +292,7 @@ def test_missing_keys(tmp_path):
 
 
 def test_wrong_shape(tmp_path):
-    state = _cheap_state(torchvision_layout())
+    state = cheap_state(torchvision_layout())
     state["rpn.head.cls_logits.weight"] = torch.zeros(15, 256, 1, 1)
     with pytest.raises(WeightsError, match=r"rpn\.head\.cls_logits\.weight.*\(15, 256, 1, 1\).*\(3, 256, 1, 1\)"):
         load_coco_checkpoint(_save(tmp_path, state))
@@ -322,19 +316,9 @@ def test_not_a_checkpoint(tmp_path):
         load_coco_checkpoint(_save(tmp_path, {"model": {"backbone.body.conv1.weight": [1.0]}}))
 
 
-class _Payload:
-    """Unpickling this object (weights_only=False) would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_pickle_with_objects_is_refused(tmp_path):
     marker = tmp_path / "executed"
-    path = _save(tmp_path, {"model": {"backbone.body.conv1.weight": torch.zeros(1)}, "extra": _Payload(marker)})
+    path = _save(tmp_path, {"model": {"backbone.body.conv1.weight": torch.zeros(1)}, "extra": Payload(marker)})
     with pytest.raises(WeightsError, match=r"objects other than tensors.*Unsupported global") as info:
         load_coco_checkpoint(path)
     assert str(path) in str(info.value)

@@ -4,13 +4,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from conftest import step_command
 from workflow_copy import REPO, run_snakemake, workflow_copy
 
 METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
@@ -154,8 +154,8 @@ def test_bad_json_fails_cleanly_with_no_output(tmp_path):
     bad = tmp_path / "train.json"
     bad.write_text(json.dumps({"images": [], "annotations": []}))
     out = tmp_path / "data"
-    command = [sys.executable, "-m", "lst.steps.prepare_data", f"dataset.train_json={bad}", f"dataset.val_json={bad}",
-               f"paths.data_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    command = step_command("prepare_data", f"dataset.train_json={bad}", f"dataset.val_json={bad}",
+                           f"paths.data_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1
     assert f"{bad}: not an LVIS-format file" in result.stdout + result.stderr
@@ -180,10 +180,10 @@ def test_checkpoint_for_other_classes_is_refused(tiny_run, tmp_path):
     root, _ = tiny_run
     results = root / "results" / "demo"
     model = results / "finetune" / "phase1" / "model.pt"  # 18 classes, evaluated as phase 2 (24)
-    command = [sys.executable, "-m", "lst.steps.evaluate", "phase=2", f"paths.model={model}",
-               f"paths.data_dir={results / 'data'}", f"paths.split_dir={results / 'split'}",
-               f"dataset.image_root={root / 'resources/demo/images'}", f"paths.out_dir={tmp_path / 'eval'}",
-               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    command = step_command("evaluate", "phase=2", f"paths.model={model}", f"paths.data_dir={results / 'data'}",
+                           f"paths.split_dir={results / 'split'}",
+                           f"dataset.image_root={root / 'resources/demo/images'}", f"paths.out_dir={tmp_path / 'eval'}",
+                           f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 1
     assert f"{model}: trained for other classes than phases 0..2" in result.stdout + result.stderr
@@ -193,9 +193,8 @@ def test_checkpoint_for_other_classes_is_refused(tiny_run, tmp_path):
 def test_misspelled_hydra_key_is_refused(tiny_run, tmp_path):
     root, _ = tiny_run
     results = root / "results" / "demo"
-    command = [sys.executable, "-m", "lst.steps.split", f"paths.data_dir={results / 'data'}",
-               f"paths.split_dir={tmp_path / 'split'}", "phases.bse=3",
-               f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    command = step_command("split", f"paths.data_dir={results / 'data'}", f"paths.split_dir={tmp_path / 'split'}",
+                           "phases.bse=3", f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode != 0
     assert "bse" in result.stderr
