@@ -336,6 +336,81 @@ def test_bad_backbone_weights_are_refused(dataset, split_dir, tmp_path, capfd, n
     assert files_under(tmp_path / "results") == []
 
 
+@pytest.fixture(scope="module")
+def base_model(dataset, split_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("base")
+    assert train_base(dataset, split_dir, out) == 0
+    return out / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def phase1_inputs(dataset, split_dir, base_model, tmp_path_factory) -> list[str]:
+    """The overrides of phase 1's inputs with replay and distillation: the base model, stream and teacher logits."""
+    out = tmp_path_factory.mktemp("phase1")
+    common = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={split_dir}", "phase=1", "device=cpu",
+              f"dataset.image_root={dataset['image_root']}", "method.replay=true", "method.distill=true",
+              "train_phase.iterations=2", "train_phase.batch_size=1"]  # fmt: skip
+    inputs = [f"paths.previous={base_model}", f"paths.replay={out / 'replay.parquet'}",
+              f"paths.teacher_logits={out / 'teacher_logits.parquet'}"]  # fmt: skip
+    assert run_step("build_replay", *common, *inputs, f"hydra.run.dir={out}") == 0
+    assert run_step("extract_logits", *common, *inputs, f"hydra.run.dir={out}") == 0
+    return common + inputs
+
+
+def _config_case_args(step: str, dataset, split_dir, out: Path, request) -> list[str]:
+    """The overrides that ``step`` runs with (its inputs, outputs in ``out``) before the bad value is added."""
+    data = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={split_dir}", "device=cpu",
+            f"dataset.image_root={dataset['image_root']}", f"hydra.run.dir={out}"]  # fmt: skip
+    if step == "train_phase":
+        return [*request.getfixturevalue("phase1_inputs"), f"paths.model={out / 'model.pt'}",
+                f"paths.work_dir={out / 'train'}", "paths.eval_curve=null", f"hydra.run.dir={out}"]  # fmt: skip
+    if step == "train_meta":
+        return [*data, f"paths.previous={request.getfixturevalue('base_model')}", f"paths.model={out / 'meta.pt'}"]
+    if step == "evaluate":
+        return [*data, f"paths.model={request.getfixturevalue('base_model')}", f"paths.out_dir={out}"]
+    if step == "check_data":
+        return [*data, f"paths.report={out / 'check.md'}"]
+    if step == "make_demo":
+        return [f"paths.out_dir={out}", f"hydra.run.dir={out}"]
+    raise AssertionError(step)
+
+
+CONFIG_CASES = {
+    # name: (step, bad override, what the error must say); none of these may end in a traceback
+    "optimizer": ("train_base", "train_base.optimizer=rmsprop", "train.optimizer: unknown optimizer 'rmsprop'"),
+    "schedule": ("train_base", "train_base.schedule=linear", "train.schedule: unknown schedule 'linear'"),
+    "amp_mode": ("train_base", "train_base.amp=fp32", "train.amp: 'fp32' is not one of ('off', 'bf16', 'fp16')"),
+    "amp_fp16_on_cpu": ("train_base", "train_base.amp=fp16", "train.amp: fp16 needs a CUDA device"),
+    "joint_budget": ("train_base", "train_base.joint_budget=all", "train_base.joint_budget: 'all' is not one of"),
+    "backbone": ("train_base", "model.backbone=vgg16", "model.backbone: unknown backbone 'vgg16'"),
+    "device": ("train_base", "device=tpu0", "device: 'tpu0' is not a device"),
+    "phase_optimizer": ("train_phase", "train_phase.optimizer=sgdw", "train.optimizer: unknown optimizer 'sgdw'"),
+    "distill_groups": ("train_phase", "distill.group_images=0", "distill.group_images must be at least 1, got 0"),
+    "meta_episode": ("train_meta", "meta.novel_per_episode=2", "meta.novel_per_episode: 2 novel classes per episode"),
+    "max_dets": ("evaluate", "eval.max_dets=0", "eval.max_dets: 0 is not a positive number of detections"),
+    "eval_amp": ("evaluate", "eval.amp=fp8", "eval.amp: 'fp8' is not one of"),
+    "check_workers": ("check_data", "check.workers=0", "check.workers: 0 threads"),
+    "demo_spec": ("make_demo", "+demo.tail_instances=0", "demo: need 1 <= tail_instances <= head_instances"),
+    "demo_field": ("make_demo", "+demo.colour=red", "demo.colour: not a field of lst.demo.DemoSpec"),
+}
+
+
+@pytest.mark.parametrize("name", CONFIG_CASES)
+def test_bad_config_values_are_refused_in_one_line(dataset, split_dir, tmp_path, capfd, request, name):
+    """Each was a ValueError (or RuntimeError) traceback before lst.errors; now one line naming the key."""
+    step, override, message = CONFIG_CASES[name]
+    out = tmp_path / "results" / step
+    if step == "train_base":
+        code = train_base(dataset, split_dir, out, override)
+    else:
+        code = run_step(step, *_config_case_args(step, dataset, split_dir, out, request), override)
+    log = printed(capfd)
+    assert code == 1
+    assert message in log
+    assert "Error executing job" not in log and "Traceback" not in log  # what Hydra prints of an uncaught exception
+    assert files_under(tmp_path / "results") == []
+
+
 def test_missing_images_stop_the_dag_before_training(tmp_path):
     """Through Snakemake: the check fails before any training; its report is not written."""
     files = {"train": write_lvis(tmp_path / "train.json", TINY_TRAIN)}

@@ -1,8 +1,9 @@
 """The errors of bad input: a file or a config value that lst cannot use.
 
-A step (``lst.steps``) that meets an :class:`InputError` logs its message, one line naming the file or
-the config key and the problem, and exits with code 1, writing nothing. Any other exception is a bug and
-keeps its traceback. This module imports nothing, so that the torch-free data steps can catch them all.
+A step (``lst.steps``) that meets an :class:`InputError` (or a ``FileNotFoundError``) logs its message, one
+line naming the file or the config key and the problem, and exits with code 1, writing nothing. Any other
+exception is a bug and keeps its traceback. This module depends on nothing, so that the data steps catch
+these errors without importing torch.
 
 The subclasses that were ``ValueError`` (or ``RuntimeError``) before the hierarchy existed still are,
 so callers that catch those keep working.
