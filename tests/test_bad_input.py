@@ -196,6 +196,7 @@ SPLIT_CASES = {
     "base_too_large": ("phases.base=5 phases.step=1", "phases.base = 5 is larger than the number of classes (3)"),
     "more_classes_than_exist": ("phases.sizes=[2,2]", "phases.sizes need 4 classes ([2, 2]) but the dataset has 3"),
     "zero_step": ("phases.base=2 phases.step=0", "phases.step = 0: a phase needs at least one class"),
+    "no_phases": ("phases.sizes=[]", "phases.sizes: no phases"),
 }
 
 
@@ -217,9 +218,13 @@ def test_impossible_phases_are_refused(dataset, tmp_path, capfd, name):
         ("replay.variant=rand_balanced", "replay.variant: 'rand_balanced' is not one of cycle, with_replacement"),
         ("replay.quota_rounding=nearest", "replay.quota_rounding: 'nearest' is not one of half_even, half_up"),
         ("replay.remainder=shuffled", "replay.remainder: 'shuffled' is not one of last_epoch_unshuffled"),
+        ("replay.world_size=0", "replay.world_size: 0; the stream is for at least 1 training process"),
+        ("train_phase.iterations=0", "train_phase.iterations: 0; a stream needs at least 1"),
+        ("train_phase.flip_prob=2", "train_phase.flip_prob: 2 is not a probability"),
+        ("phase=3", "phase: phase 3 has no classes"),
     ],
 )
-def test_unknown_replay_settings_are_refused(dataset, tmp_path, capfd, override, message):
+def test_bad_replay_settings_are_refused(dataset, tmp_path, capfd, override, message):
     results = tmp_path / "results"
     split = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={results / 'split'}"]
     assert run_step("split", *split, "phases.sizes=[2,1]", f"hydra.run.dir={results / 'split'}") == 0
@@ -382,6 +387,7 @@ CONFIG_CASES = {
     "amp_mode": ("train_base", "train_base.amp=fp32", "train.amp: 'fp32' is not one of ('off', 'bf16', 'fp16')"),
     "amp_fp16_on_cpu": ("train_base", "train_base.amp=fp16", "train.amp: fp16 needs a CUDA device"),
     "joint_budget": ("train_base", "train_base.joint_budget=all", "train_base.joint_budget: 'all' is not one of"),
+    "batch_size": ("train_base", "train_base.batch_size=0", "train_base.batch_size: 0; a stream needs at least 1"),
     "backbone": ("train_base", "model.backbone=vgg16", "model.backbone: unknown backbone 'vgg16'"),
     "device": ("train_base", "device=tpu0", "device: 'tpu0' is not a device"),
     "phase_optimizer": ("train_phase", "train_phase.optimizer=sgdw", "train.optimizer: unknown optimizer 'sgdw'"),

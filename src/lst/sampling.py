@@ -44,12 +44,21 @@ def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise SamplingError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def _check_budget(section: str, iterations: int, batch_size: int, flip_prob: float) -> None:
+    """A training section's (train_base, train_phase) stream settings."""
+    for key, value in (("iterations", iterations), ("batch_size", batch_size)):
+        if value < 1:
+            raise SamplingError(f"{section}.{key}: {value}; a stream needs at least 1")
+    if not 0 <= flip_prob <= 1:
+        raise SamplingError(f"{section}.flip_prob: {flip_prob} is not a probability")
+
+
 def replay_quotas(split: pd.DataFrame, phase: int, rounding: str = "half_even") -> pd.DataFrame:
     """Old classes of ``phase`` with their per-epoch image quota n_c (column ``quota``)."""
     _check_choice("replay.quota_rounding", rounding, QUOTA_ROUNDINGS)
     new = split[split["phase"] == phase]
     if new.empty:
-        raise SamplingError(f"phase {phase} has no classes")
+        raise SamplingError(f"phase: phase {phase} has no classes")
     mean_new_instances = new["instance_count"].mean()
     old = split[(split["phase"] >= 0) & (split["phase"] < phase) & (split["image_count"] > 0)]
     old = old.sort_values("rank")[["category_id", "rank", "instance_count", "image_count"]].copy()
@@ -223,6 +232,9 @@ def replay_stream(
 ) -> pd.DataFrame:
     """The whole training stream of an incremental phase, epochs concatenated up to the budget."""
     _check_choice("replay.variant", variant, VARIANTS)
+    _check_budget("train_phase", iterations, batch_size, flip_prob)
+    if world_size < 1:
+        raise SamplingError(f"replay.world_size: {world_size}; the stream is for at least 1 training process")
     new_ids = split.loc[split["phase"] == phase, "category_id"]
     quotas = replay_quotas(split, phase, quota_rounding)
     quotas = quotas if old_classes else quotas.iloc[:0]
@@ -284,6 +296,7 @@ def repeat_factor_stream(
     groups: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Each epoch repeats image i floor(r_i) times plus once more with probability frac(r_i), shuffled."""
+    _check_budget("train_base", iterations, batch_size, flip_prob)
     image_ids = factors.index.to_numpy(np.int64)
     whole, fraction = np.divmod(factors.to_numpy(np.float64), 1.0)
 

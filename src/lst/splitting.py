@@ -50,6 +50,8 @@ def phase_sizes(
     else:
         key = "phases.sizes"
     sizes = [int(s) for s in sizes]
+    if not sizes:
+        raise SplitError(f"{key}: no phases")
     for phase, size in enumerate(sizes):
         if size <= 0:
             raise SplitError(f"{key}: phase {phase} would have {size} classes: a phase needs at least one class")
