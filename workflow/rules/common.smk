@@ -104,7 +104,9 @@ REPORT = {
         ("curves", "eval_curve.parquet"),
     )
 }
-BASE_LINKS = [f"{RESULTS}/{method}/phase0/{file}" for method in config["methods"] if method in INCREMENTAL for file in BASE_FILES]
+BASE_LINKS = [
+    f"{RESULTS}/{method}/phase0/{file}" for method in config["methods"] if method in INCREMENTAL for file in BASE_FILES
+]
 
 
 def model_path(method, phase):
@@ -146,11 +148,14 @@ WORKFLOW_VALUES = {
 
 
 def step_params(rule, step=None, phase=0, logs=f"{RESULTS}/logs"):
-    """The params of a step's rule: its command (not recorded: it holds the paths, which Snakemake tracks
-    as files) and, recorded one per key of READS, the resolved settings the step reads, so that Snakemake
-    reruns exactly the steps whose settings changed. ``phase``: for rules without a {phase} wildcard."""
+    """The params of the rule that runs lst.steps.<step> (``step`` defaults to ``rule``), at ``phase`` unless
+    a {phase} wildcard says. ``command`` is not recorded (it is derived from the files, which Snakemake tracks);
+    recorded is the resolved value of each setting the step reads (READS), one param each, so that
+    Snakemake reruns exactly the steps whose settings changed, and the processes of a training step."""
     step = step or rule
-    params = {"command": lambda wildcards, input, output: step_command(rule, step, phase, logs, wildcards, input, output)}
+    params = {
+        "command": lambda wildcards, input, output: step_command(rule, step, phase, logs, wildcards, input, output)
+    }
     for key in READS[step]:
         params[key.replace(".", "_")] = lambda wildcards, key=key: step_setting(step, phase, wildcards, key)
     if step in TRAINING:
@@ -158,23 +163,23 @@ def step_params(rule, step=None, phase=0, logs=f"{RESULTS}/logs"):
     return params
 
 
-def step_overrides(step, method, phase):
-    """The Hydra overrides of a step: preset, method, the workflow's values it reads, the user's overrides."""
-    values = {**WORKFLOW_VALUES, "phase": phase}
+def step_overrides(step, method, phase, every_value=False):
+    """The Hydra overrides of a step: preset, method, the values of WORKFLOW_VALUES it reads (all of them
+    with ``every_value``) and the phase, the user's overrides. ``phase`` None: none."""
+    values = WORKFLOW_VALUES | ({} if phase is None else {"phase": phase})
     args = [f"preset={config['preset']}"] + ([f"method={method}"] if method else [])
-    args += [f"{key}={hydra_value(value)}" for key, value in values.items() if covers(READS[step], key)]
+    args += [f"{key}={hydra_value(value)}" for key, value in values.items() if every_value or covers(READS[step], key)]
     return args + config["overrides"].get("all", []) + config["overrides"].get(step, [])
 
 
 def step_setting(step, phase, wildcards, key):
-    """``key=<value>``: the resolved value of setting ``key`` for the step, as its command line composes it."""
+    """``key=<value>``: the resolved value of setting ``key`` for a job of the step, as its command composes it.
+
+    Composed once per method with every workflow value (the step's command leaves out those it does not
+    read: they set no key it reads, as the config has no interpolations) and the phase set after."""
     method = wildcards.get("method")
-    phase = int(wildcards.get("phase", phase))
-    # composed with every workflow value: those the step does not get set no key it reads (no interpolation)
-    overrides = [f"preset={config['preset']}"] + ([f"method={method}"] if method else [])
-    overrides += [f"{key}={hydra_value(value)}" for key, value in WORKFLOW_VALUES.items()]
-    overrides += config["overrides"].get("all", []) + config["overrides"].get(step, [])
-    value = {**composed(tuple(overrides)), "phase": phase}
+    overrides = tuple(step_overrides(step, method, None, every_value=True))
+    value = {**composed(overrides), "phase": int(wildcards.get("phase", phase))}
     for part in key.split("."):
         value = value[part]
     return f"{key}={json.dumps(value, sort_keys=True)}"
@@ -196,11 +201,12 @@ def composed(overrides):
 
 
 def step_command(rule, step, phase, logs, wildcards, input, output):
-    """The command line of a step: launcher, settings, paths.<name> of the named inputs and outputs, Hydra's folder."""
+    """A step's command line: launcher, settings, its named inputs and outputs as paths.<name>, Hydra's folder."""
     method, phase = wildcards.get("method"), int(wildcards.get("phase", phase))
     job = "_".join(([method] if method else []) + ([f"phase{phase}"] if "phase" in wildcards.keys() else []))
     args = step_overrides(step, method, phase)
-    args += [f"paths.{name}={hydra_value(path_value(name, files))}" for name, files in [*input.items(), *output.items()] if files]
+    files = [*input.items(), *output.items()]
+    args += [f"paths.{name}={hydra_value(path_value(name, paths))}" for name, paths in files if paths]
     # Hydra's record of the config (config.yaml, overrides.yaml) beside the logs, not among the outputs
     args += [f"hydra.run.dir={os.path.join(logs, 'hydra', rule, job)}", "hydra.output_subdir=."]
     return f"{launcher(step)} {' '.join(shlex.quote(str(arg)) for arg in args)}"
@@ -215,10 +221,10 @@ def path_value(name, files):
 
 def launcher(step):
     """``python -m lst.steps.<step>`` with this checkout's lst, under torchrun for several training processes."""
-    python = f"PYTHONPATH={shlex.quote(str(SRC))}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(PYTHON)}"
+    command = f"PYTHONPATH={shlex.quote(str(SRC))}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(PYTHON)}"
     if step in TRAINING and PROCESSES_PER_TRAIN > 1:
-        return f"{python} -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN} -m lst.steps.{step}"
-    return f"{python} -m lst.steps.{step}"
+        command += f" -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN}"
+    return f"{command} -m lst.steps.{step}"
 
 
 def hydra_value(value):
