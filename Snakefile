@@ -15,6 +15,8 @@ if not workflow.overwrite_configfiles:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# --sdm conda: the environment's packages for the workflow itself (it composes the steps' Hydra configs);
+# each rule runs its step in the same environment (conda: ENV)
 conda: "envs/lst.yaml"
 
 

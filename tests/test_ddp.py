@@ -99,7 +99,7 @@ def _train(dataset, name: str, processes: int, batch_size: int, wait: bool = Tru
     command = _step(
         "train_base", "preset=tiny", *common, *SHORT, *SGD, f"train_base.batch_size={batch_size}",
         f"paths.model={run_dir / 'model.pt'}", f"paths.work_dir={run_dir / 'train'}", f"hydra.run.dir={run_dir}",
-        "hydra.job.name=train_base", processes=processes,
+        "hydra.job.name=train_base", "hydra/job_logging=default", processes=processes,  # Hydra's log file too
     )  # fmt: skip
     if not wait:
         return subprocess.Popen(command, cwd=root, start_new_session=True, stdout=subprocess.DEVNULL,

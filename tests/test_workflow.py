@@ -70,6 +70,9 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     joint = torch.load(results / "joint_rfs" / "phase2" / "model.pt", weights_only=True)
     assert joint["category_ids"] == split.sort_values("rank")["category_id"].tolist()
     assert not (results / "joint_rfs" / "phase1").exists()
+    # Hydra's record of each step's config is kept beside the logs, never among the outputs
+    assert (results / "logs/hydra/train_phase/lst_phase1/config.yaml").is_file()
+    assert not list(results.rglob(".hydra")) and not list(results.rglob("train_phase.log"))
     rfs_log = (root / "results/demo/logs/train_joint/joint_rfs.log").read_text()
     repeats = float(rfs_log.split("repeat-factor sampling: ")[1].split()[0])
     assert repeats > 1.0  # the tiny preset's threshold repeats the rarer classes' images
@@ -130,6 +133,44 @@ def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
     assert {"train_phase", "evaluate", "report"} <= jobs and not {"train_base", "split", "build_replay"} & jobs
 
 
+def dry_run_jobs(root, *args, **changes) -> tuple[set[str], set[str]]:
+    """The rules of a dry run's jobs with the test config changed, and of those a changed setting triggered
+    (Snakemake names only those whose inputs stay: a job downstream of a rerun reruns for its input)."""
+    original = (root / "test.yaml").read_text()
+    try:
+        (root / "test.yaml").write_text(yaml.safe_dump(yaml.safe_load(original) | changes))
+        dry = run_snakemake(root, "-n", *args).stdout
+    finally:
+        (root / "test.yaml").write_text(original)
+    jobs = {line.split()[0] for line in dry.split("Job stats:")[-1].split("\n\n")[0].splitlines()[3:]}
+    provenance = re.search(r"Rules with provenance triggered jobs: (.*)", dry)
+    return jobs - {"total"}, set(provenance[1].split()) if provenance else set()
+
+
+DATA_STEPS = {"make_demo", "prepare_data", "check_data", "split"}
+
+
+def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
+    root, _ = tiny_run
+    # DDP processes: the replay streams and the training jobs, never the data steps
+    readers = {"build_replay", "train_base", "train_joint", "train_phase"}
+    jobs, triggered = dry_run_jobs(root, processes_per_train=2)
+    assert {"build_replay", "train_base", "train_joint"} <= triggered <= readers and "train_phase" in jobs
+    assert not DATA_STEPS & jobs
+    # train_phase for its own setting: with only train_phase allowed to run, its inputs stay
+    phase1 = "results/demo/lst/phase1/model.pt"
+    assert dry_run_jobs(root, phase1, "--allowed-rules", "train_phase", processes_per_train=2)[1] == {"train_phase"}
+    assert dry_run_jobs(root, phase1, "--allowed-rules", "train_phase", threads=1)[0] == set()
+    # another split of the 24 classes into the same number of phases: split and what reads its files
+    jobs, triggered = dry_run_jobs(root, phases={"base": 10, "step": 7, "num_incremental": 2})
+    assert triggered == {"split"} and {"split", "build_replay", "train_base", "report"} <= jobs
+    assert not {"make_demo", "prepare_data", "check_data"} & jobs
+    # the seed: the steps that draw random numbers (samples, initialisation, episodes)
+    jobs, triggered = dry_run_jobs(root, seed=1)
+    assert {"build_replay", "train_base", "train_joint"} <= triggered <= readers | {"train_meta"}
+    assert not DATA_STEPS & jobs
+
+
 def test_replay_indices_build_from_annotations_alone(tmp_path):
     from lst.demo import DemoSpec, generate_demo
 
@@ -148,6 +189,59 @@ def test_config_is_validated(tmp_path):
     result = run_snakemake(root, "-n", check=False)
     assert result.returncode != 0
     assert "prest" in result.stdout + result.stderr
+
+
+METHOD_FILE = """\
+# @package _global_
+# lst with fixed-draw replay: epoch 0's old-class images again in every epoch
+method:
+  name: lst_fixed_draw
+  kind: incremental
+  replay: true
+  distill: true
+  meta: false
+  repeat_factor_sampling: false
+replay:
+  variant: fixed_draw
+"""
+
+
+def test_a_method_is_one_file(tmp_path):
+    """README's worked example: a file in src/lst/conf/method/ is a method of the DAG, its steps compose it."""
+    root = workflow_copy(tmp_path, preset="tiny", methods=["lst", "lst_fixed_draw"])
+    refused = run_snakemake(root, "-n", check=False)
+    assert refused.returncode != 0 and "config methods: lst_fixed_draw unknown" in refused.stdout + refused.stderr
+    (root / "src/lst/conf/method/lst_fixed_draw.yaml").write_text(METHOD_FILE)
+    dry = run_snakemake(root, "-n", "-p").stdout
+    stats = dry.split("Job stats")[1]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}
+    assert counts["train_phase"] == counts["build_replay"] == counts["extract_logits"] == 2 * 2
+    assert "method=lst_fixed_draw" in dry and "results/demo/lst_fixed_draw/phase2/eval/metrics.parquet" in dry
+    run_snakemake(root, "results/demo/lst_fixed_draw/phase1/replay.parquet", "results/demo/lst/phase1/replay.parquet")
+    logs = root / "results/demo/logs/build_replay"
+    assert "(fixed_draw draws" in (logs / "lst_fixed_draw_phase1.log").read_text()
+    assert "(cycle draws" in (logs / "lst_phase1.log").read_text()
+
+
+def test_a_config_of_dataset_and_phases_runs_with_the_documented_defaults(tmp_path):
+    root = workflow_copy(tmp_path)
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    (root / "test.yaml").write_text(yaml.safe_dump({key: config[key] for key in ("dataset", "phases")}))
+    dry = run_snakemake(root, "-n", "-p").stdout
+    assert "preset=demo" in dry and "method=lst" in dry and "method=joint" in dry and "threads=2" in dry
+    assert "results/demo/finetune/phase2/model.pt" in dry
+    # config.yaml says: every key but dataset and phases defaults to the value it shows
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert set(schema["required"]) == {"dataset", "phases"}
+    for key, value in config.items():
+        if key not in schema["required"]:
+            assert schema["properties"][key]["default"] == value, key
+
+
+def test_lint_is_clean(tmp_path):
+    result = run_snakemake(workflow_copy(tmp_path), "--lint", check=False)
+    assert result.returncode == 0 and "Lints for" not in result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition" in result.stderr
 
 
 def test_bad_json_fails_cleanly_with_no_output(tmp_path):

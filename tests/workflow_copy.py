@@ -12,11 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def workflow_copy(root: Path, **config) -> Path:
-    """The workflow files in ``root``, and test.yaml: the default config updated by ``config``."""
+    """The workflow files and src/ in ``root``, and test.yaml: the default config updated by ``config``."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "profiles"):
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs", "src"):  # a checkout: the jobs run its src/
         source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / name)
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, root / name)
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     default.update(config)
     (root / "test.yaml").write_text(yaml.safe_dump(default))

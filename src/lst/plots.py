@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lst.conf import methods  # noqa: E402
 from lst.io import atomic_path  # noqa: E402
 
 
@@ -20,9 +21,9 @@ def _save(figure: plt.Figure, path: str | os.PathLike) -> None:
 
 
 def _colour(method: str) -> str:
-    """The same colour for a method in every plot."""
+    """The same colour for a method in every plot: by its place among the method files (lst.conf.methods)."""
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    order = ["base", "finetune", "replay", "distill", "lst", "lst_meta", "joint", "joint_rfs"]
+    order = list(methods())
     index = order.index(method) if method in order else len(order) + sum(map(ord, method))
     return palette[index % len(palette)]
 
@@ -77,7 +78,7 @@ def eval_curve_plot(curves: dict[tuple[str, int], pd.DataFrame], path: str | os.
     if axis.lines:
         axis.legend(fontsize="small")
     else:
-        axis.text(0.5, 0.5, "no periodic evaluation (eval.period = 0)", ha="center", va="center",
+        axis.text(0.5, 0.5, "no periodic evaluation (eval_period = 0)", ha="center", va="center",
                   transform=axis.transAxes)  # fmt: skip
     axis.set_xlabel("iteration")
     axis.set_ylabel("mask AP (%)")

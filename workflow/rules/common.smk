@@ -1,4 +1,8 @@
-# Shared helpers of the rules: paths, the number of phases, and the Hydra command line of each step.
+# Shared by the rules: the methods, paths, the number of phases, and each step's settings and command line.
+# Each step's rule declares its files as named inputs and outputs (they become the step's paths.<name>),
+# takes its params from step_params() and its shell from STEP, the one template.
+import functools
+import json
 import os
 import re
 import shlex
@@ -7,32 +11,34 @@ from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 
+# lst from this checkout, here and in the jobs (also under --sdm conda, whose environment lacks lst)
+SRC = Path(workflow.basedir) / "src"
+sys.path.insert(0, str(SRC))
+import lst.conf
+from lst.steps.settings import READS, covers
+
 RESULTS = f"results/{config['dataset']['name']}"
-# The interpreter of the rules: the one running snakemake (the venv), or the env's under --sdm conda.
+# the software of the steps (snakemake --sdm conda), the same pins as requirements.lock
+ENV = "../../envs/lst.yaml"
+# the interpreter of the steps: the one running snakemake (the venv), or the environment's under --sdm conda
 if "python" in config:
     PYTHON = config["python"]
 elif DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     PYTHON = "python"
 else:
     PYTHON = sys.executable
-# Jobs import lst from this checkout, whatever environment they run in.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")) if p
-)
-BASE = "base"  # the shared phase-0 model lives in results/<dataset>/base/phase0
-METHODS = {
-    # incremental methods: what each adds to fine-tuning on the new classes
-    "finetune": {"replay": False, "distill": False, "meta": False},
-    "replay": {"replay": True, "distill": False, "meta": False},
-    "distill": {"replay": False, "distill": True, "meta": False},
-    "lst": {"replay": True, "distill": True, "meta": False},
-    "lst_meta": {"replay": True, "distill": True, "meta": True},
-}
-JOINT = {
-    # non-incremental baselines, trained on every class at once: with repeat-factor sampling?
-    "joint": False,
-    "joint_rfs": True,
-}
+
+# The methods: one file each in src/lst/conf/method/ (lst.conf.methods), read nowhere else.
+METHODS = lst.conf.methods()
+BASE = lst.conf.BASE  # the shared phase-0 model lives in results/<dataset>/base/phase0
+INCREMENTAL = [name for name, method in METHODS.items() if method["kind"] == "incremental"]
+JOINT = [name for name, method in METHODS.items() if method["kind"] == "joint"]
+_unknown = [name for name in config["methods"] if name not in INCREMENTAL + JOINT]
+if _unknown:
+    raise ValueError(
+        f"config methods: {', '.join(_unknown)} unknown; the methods are {', '.join(INCREMENTAL + JOINT)} "
+        f"(a method is a file of {lst.conf.METHOD_DIR})"
+    )
 
 
 wildcard_constraints:
@@ -67,82 +73,177 @@ def num_incremental_phases():
 
 K = num_incremental_phases()
 
-
-def hydra_quoted(text):
-    """``text`` as a Hydra quoted string: only quotes, and backslashes before a quote or the end, are escaped."""
-    text = re.sub(r"(\\*)'", lambda m: 2 * m.group(1) + "\\'", str(text))
-    return "'" + re.sub(r"(\\+)$", lambda m: 2 * m.group(1), text) + "'"
-
-
-def hydra_value(value):
-    """A dataset value in Hydra's override grammar: a dict ({train: DIR, val: DIR}) as {key:'value',...}."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{hydra_quoted(item)}" for key, item in value.items()) + "}"
-    return value
-
-
-def hydra_args(step, run_dir, method=BASE, phase=0, **paths):
-    """Quoted Hydra overrides for a step: preset, dataset, phases, method, paths, the user's overrides.
-
-    Params built from wildcards alone (no input, output or threads arguments): Snakemake records only such
-    params, so a changed override reruns the step. The shell adds ``threads={threads}``.
-    """
-    phases = config["phases"]
-    if "sizes" in phases:
-        phases = {"sizes": phases["sizes"]}
-    flags = METHODS.get(method, {"replay": False, "distill": False, "meta": False})
-    args = [
-        f"preset={config['preset']}",
-        f"seed={config['seed']}",
-        f"phase={phase}",
-        f"method.name={method}",
-        f"method.replay={flags['replay']}",
-        f"method.distill={flags['distill']}",
-        f"method.meta={flags['meta']}",
-        f"method.repeat_factor_sampling={JOINT.get(method, False)}",
-        f"replay.world_size={PROCESSES_PER_TRAIN}",  # replay streams are split for the training processes
-        f"hydra.run.dir={run_dir}",
-        f"hydra.output_subdir=.hydra/{step}",
-        f"hydra.job.name={step}",
-    ]
-    if step == "train_base" and BACKBONE_WEIGHTS:  # the models built afresh: base and joint
-        args.append(f"model.backbone_weights={BACKBONE_WEIGHTS}")
-    args += [f"dataset.{key}={hydra_value(value)}" for key, value in config["dataset"].items()]
-    args += [f"phases.{key}={value}" for key, value in phases.items()]
-    for key, value in paths.items():
-        value = f"[{','.join(map(str, value))}]" if isinstance(value, list) else value
-        args.append(f"paths.{key}={value}")
-    args += config.get("overrides", {}).get("all", []) + config.get("overrides", {}).get(step, [])
-    return " ".join(shlex.quote(str(arg)) for arg in args)
-
-
 # Processes of each training job (DDP): one per GPU, or gloo processes on a CPU; above 1, torchrun starts them.
-PROCESSES_PER_TRAIN = config.get("processes_per_train", 1)
-
-
-def train_command(module):
-    """python -m <module>, or torchrun with PROCESSES_PER_TRAIN processes on this node."""
-    python = shlex.quote(PYTHON)
-    if PROCESSES_PER_TRAIN == 1:
-        return f"{python} -m {module}"
-    return f"{python} -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN} -m {module}"
-
+PROCESSES_PER_TRAIN = config["processes_per_train"]
+TRAINING = ("train_base", "train_phase")  # the steps that run under torchrun
 
 # a phase-0 model folder's files, linked from base/phase0 into every incremental method's phase0
 BASE_FILES = ("model.pt", "eval_curve.parquet") + tuple(
     f"eval/{name}" for name in ("metrics.parquet", "per_class.parquet", "detections.parquet", "metrics.md")
 )
+# the trimmed COCO checkpoint the base phase starts from, when the config names one
+INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
+# an ImageNet state dict for the backbone body of the models built afresh (the COCO checkpoint wins)
+BACKBONE_WEIGHTS = config["backbone_weights"]
+DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "categories.parquet")
+# written by check_data once every image is on disk and every mask decodes; rules that read images need it
+CHECKED = f"{RESULTS}/data/check.md"
+SPLIT = multiext(f"{RESULTS}/split/", "categories.parquet", "images.parquet", "phases.parquet", "phases.md")
+
+# The models of the report: the base model, every phase of the incremental methods, the joint ones' last
+REPORTED = [(BASE, 0)] + [
+    (method, phase)
+    for method in config["methods"]
+    for phase in ([K] if method in JOINT else range(1, K + 1))
+]
+REPORT = {
+    name: [f"{RESULTS}/{method}/phase{phase}/{file}" for method, phase in REPORTED]
+    for name, file in (
+        ("metrics", "eval/metrics.parquet"),
+        ("per_class", "eval/per_class.parquet"),
+        ("curves", "eval_curve.parquet"),
+    )
+}
+BASE_LINKS = [
+    f"{RESULTS}/{method}/phase0/{file}" for method in config["methods"] if method in INCREMENTAL for file in BASE_FILES
+]
 
 
 def model_path(method, phase):
     return f"{RESULTS}/{BASE}/phase0/model.pt" if int(phase) == 0 else f"{RESULTS}/{method}/phase{phase}/model.pt"
 
 
-# the trimmed COCO checkpoint the base phase starts from, when the config names one
-INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
-# an ImageNet state dict for the backbone body of the models built afresh (the COCO checkpoint wins)
-BACKBONE_WEIGHTS = config.get("backbone_weights")
-DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "categories.parquet")
-# written by check_data once every image is on disk and every mask decodes; rules that read images need it
-CHECKED = f"{RESULTS}/data/check.md"
-SPLIT = multiext(f"{RESULTS}/split/", "categories.parquet", "images.parquet", "phases.parquet", "phases.md")
+def train_phase_inputs(wildcards):
+    """What phase k of an incremental method trains from: model k-1, its stream, teacher logits, meta-module."""
+    method = METHODS[wildcards.method]
+    inputs = {
+        "previous": model_path(wildcards.method, int(wildcards.phase) - 1),
+        "replay": f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/replay.parquet",
+    }
+    if method["distill"]:
+        inputs["teacher_logits"] = f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/teacher_logits.parquet"
+    if method["meta"]:
+        inputs["meta"] = f"{RESULTS}/{BASE}/phase0/meta.pt"
+    return inputs
+
+
+# ---- The steps' settings and command lines -------------------------------------------------------------------
+
+# The shell of every step rule. params.command: the step with its settings, paths and Hydra's folder.
+STEP = "{params.command} threads={threads} > {log:q} 2>&1"
+
+# Values of the Hydra config set by the workflow config; each step gets those it reads (READS).
+WORKFLOW_VALUES = {
+    "seed": config["seed"],
+    **{f"dataset.{key}": value for key, value in config["dataset"].items()},
+    **{
+        f"phases.{key}": value
+        for key, value in config["phases"].items()
+        if "sizes" not in config["phases"] or key == "sizes"  # sizes wins over base + step
+    },
+    "replay.world_size": PROCESSES_PER_TRAIN,  # the replay streams are split for the training processes
+    **({"model.backbone_weights": BACKBONE_WEIGHTS} if BACKBONE_WEIGHTS else {}),
+    "report.models": [{"method": method, "phase": phase} for method, phase in REPORTED],
+}
+
+
+def step_params(rule, step=None, phase=0, logs=f"{RESULTS}/logs"):
+    """The params of the rule that runs lst.steps.<step> (``step`` defaults to ``rule``), at ``phase`` unless
+    a {phase} wildcard says. ``command`` is not recorded (it is derived from the files, which Snakemake tracks);
+    recorded is the resolved value of each setting the step reads (READS), one param each, so that
+    Snakemake reruns exactly the steps whose settings changed, and the processes of a training step."""
+    step = step or rule
+    params = {
+        "command": lambda wildcards, input, output: step_command(rule, step, phase, logs, wildcards, input, output)
+    }
+    for key in READS[step]:
+        params[key.replace(".", "_")] = lambda wildcards, key=key: step_setting(step, phase, wildcards, key)
+    if step in TRAINING:
+        params["processes"] = PROCESSES_PER_TRAIN
+    return params
+
+
+def step_overrides(step, method, phase, every_value=False):
+    """The Hydra overrides of a step: preset, method, the values of WORKFLOW_VALUES it reads (all of them
+    with ``every_value``) and the phase, the user's overrides. ``phase`` None: none."""
+    values = WORKFLOW_VALUES | ({} if phase is None else {"phase": phase})
+    args = [f"preset={config['preset']}"] + ([f"method={method}"] if method else [])
+    args += [f"{key}={hydra_value(value)}" for key, value in values.items() if every_value or covers(READS[step], key)]
+    return args + config["overrides"].get("all", []) + config["overrides"].get(step, [])
+
+
+def step_setting(step, phase, wildcards, key):
+    """``key=<value>``: the resolved value of setting ``key`` for a job of the step, as its command composes it.
+
+    Composed once per method with every workflow value (the step's command leaves out those it does not
+    read: they set no key it reads, as the config has no interpolations) and the phase set after."""
+    method = wildcards.get("method")
+    overrides = tuple(step_overrides(step, method, None, every_value=True))
+    value = {**composed(overrides), "phase": int(wildcards.get("phase", phase))}
+    for part in key.split("."):
+        value = value[part]
+    return f"{key}={json.dumps(value, sort_keys=True)}"
+
+
+@functools.cache
+def composed(overrides):
+    """The Hydra config of lst composed with ``overrides``, resolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(lst.conf.__file__).parent), version_base="1.3"):
+            return OmegaConf.to_container(compose("lst", overrides=list(overrides)), resolve=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ValueError(f"the Hydra config with {' '.join(overrides)}: {error}") from None
+
+
+def step_command(rule, step, phase, logs, wildcards, input, output):
+    """A step's command line: launcher, settings, its named inputs and outputs as paths.<name>, Hydra's folder."""
+    method, phase = wildcards.get("method"), int(wildcards.get("phase", phase))
+    job = "_".join(([method] if method else []) + ([f"phase{phase}"] if "phase" in wildcards.keys() else []))
+    args = step_overrides(step, method, phase)
+    files = [*input.items(), *output.items()]
+    args += [f"paths.{name}={hydra_value(path_value(name, paths))}" for name, paths in files if paths]
+    # Hydra's record of the config (config.yaml, overrides.yaml) beside the logs, not among the outputs
+    args += [f"hydra.run.dir={os.path.join(logs, 'hydra', rule, job)}", "hydra.output_subdir=."]
+    return f"{launcher(step)} {' '.join(shlex.quote(str(arg)) for arg in args)}"
+
+
+def path_value(name, files):
+    """A named input or output as the step's path: ``*_dir`` names the folder holding the files."""
+    if name.endswith("_dir"):
+        return os.path.commonpath([os.path.dirname(path) for path in ([files] if isinstance(files, str) else files)])
+    return str(files) if isinstance(files, str) else [str(path) for path in files]
+
+
+def launcher(step):
+    """``python -m lst.steps.<step>`` with this checkout's lst, under torchrun for several training processes."""
+    command = f"PYTHONPATH={shlex.quote(str(SRC))}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(PYTHON)}"
+    if step in TRAINING and PROCESSES_PER_TRAIN > 1:
+        command += f" -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN}"
+    return f"{command} -m lst.steps.{step}"
+
+
+def hydra_value(value):
+    """``value`` in Hydra's override grammar: lists and dicts element-wise, strings quoted unless plain names."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, str) and not (
+        re.fullmatch(r"[A-Za-z_/][\w./-]*", value) and value.lower() not in ("true", "false", "null", "inf", "nan")
+    ):
+        return hydra_quoted(value)
+    return str(value)
+
+
+def hydra_quoted(text):
+    """``text`` as a Hydra quoted string: only quotes, and backslashes before a quote or the end, are escaped."""
+    text = re.sub(r"(\\*)'", lambda m: 2 * m.group(1) + "\\'", str(text))
+    text = re.sub(r"(\\+)$", lambda m: 2 * m.group(1), text)
+    return f"'{text}'"

@@ -1,59 +1,66 @@
 rule make_demo:
     output:
-        train_json="resources/demo/train.json",
-        val_json="resources/demo/val.json",
+        out_dir=multiext("resources/demo/", "train.json", "val.json"),
     log:
         "resources/logs/make_demo.log",
     benchmark:
         "resources/logs/make_demo.benchmark.tsv"
+    conda:
+        ENV
     params:
-        args=hydra_args("make_demo", "resources/logs/make_demo", out_dir="resources/demo"),
+        **step_params("make_demo", logs="resources/logs"),
     shell:
-        "{PYTHON:q} -m lst.steps.make_demo {params.args} threads={threads} > {log:q} 2>&1"
+        STEP
 
 
 rule prepare_data:
     input:
-        train_json=config["dataset"]["train_json"],
-        val_json=config["dataset"]["val_json"],
+        config["dataset"]["train_json"],
+        config["dataset"]["val_json"],
     output:
-        DATA,
+        data_dir=DATA,
     log:
         f"{RESULTS}/logs/prepare_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare_data.tsv"
+    conda:
+        ENV
     params:
-        args=hydra_args("prepare_data", f"{RESULTS}/data", data_dir=f"{RESULTS}/data"),
+        **step_params("prepare_data"),
     shell:
-        "{PYTHON:q} -m lst.steps.prepare_data {params.args} threads={threads} > {log:q} 2>&1"
+        STEP
 
 
 rule split:
     input:
-        DATA,
+        data_dir=DATA,
     output:
-        SPLIT,
+        split_dir=SPLIT,
     log:
         f"{RESULTS}/logs/split.log",
     benchmark:
         f"{RESULTS}/benchmarks/split.tsv"
+    conda:
+        ENV
     params:
-        args=hydra_args("split", f"{RESULTS}/split", data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split"),
+        **step_params("split"),
     shell:
-        "{PYTHON:q} -m lst.steps.split {params.args} threads={threads} > {log:q} 2>&1"
+        STEP
 
 
 rule check_data:
     input:
-        DATA,
+        data_dir=DATA,
     output:
-        CHECKED,
+        report=CHECKED,
     log:
         f"{RESULTS}/logs/check_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/check_data.tsv"
     threads: 1
+    conda:
+        ENV
     params:
-        args=hydra_args("check_data", f"{RESULTS}/data", data_dir=f"{RESULTS}/data", report=CHECKED),
+        **step_params("check_data"),
     shell:
-        "{PYTHON:q} -m lst.steps.check_data {params.args} threads={threads} > {log:q} 2>&1"
+        STEP

@@ -1,24 +1,22 @@
 rule extract_logits:
     input:
-        DATA,
-        SPLIT,
         CHECKED,
+        data_dir=DATA,
+        split_dir=SPLIT,
         previous=lambda w: model_path(w.method, int(w.phase) - 1),
     output:
-        f"{RESULTS}/{{method}}/phase{{phase}}/teacher_logits.parquet",
+        teacher_logits=f"{RESULTS}/{{method}}/phase{{phase}}/teacher_logits.parquet",
     wildcard_constraints:
-        method="|".join(m for m, flags in METHODS.items() if flags["distill"]),
+        method="|".join(m for m in INCREMENTAL if METHODS[m]["distill"]),
         phase="[1-9][0-9]*",
     log:
         f"{RESULTS}/logs/extract_logits/{{method}}_phase{{phase}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_logits/{{method}}_phase{{phase}}.tsv"
     threads: config["threads"]
+    conda:
+        ENV
     params:
-        args=lambda w: hydra_args(
-            "extract_logits", f"{RESULTS}/{w.method}/phase{w.phase}", w.method, w.phase,
-            data_dir=f"{RESULTS}/data", split_dir=f"{RESULTS}/split", previous=model_path(w.method, int(w.phase) - 1),
-            teacher_logits=f"{RESULTS}/{w.method}/phase{w.phase}/teacher_logits.parquet",
-        ),
+        **step_params("extract_logits"),
     shell:
-        "{PYTHON:q} -m lst.steps.extract_logits {params.args} threads={threads} > {log:q} 2>&1"
+        STEP

@@ -1,7 +1,9 @@
 """Entrypoints, one per Snakemake rule: ``python -m lst.steps.<step> [hydra overrides]``.
 
 Each is a Hydra app over the config tree in ``lst/conf`` (``version_base="1.3"``, no change of
-working directory). Errors in the user's inputs end the step with one clear line and exit code 1.
+working directory, no files of Hydra's own unless ``hydra.output_subdir`` asks). A step sees the settings
+``lst.steps.settings.READS`` declares for it and ``paths``. Errors in the user's inputs end the step with
+one clear line and exit code 1.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +20,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from lst.errors import ConfigError, InputError
+from lst.steps.settings import READS, select
 
 log = logging.getLogger("lst")
 
 
 def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
-    """Wrap ``func(cfg_dict)`` as a Hydra entrypoint with lst's config tree."""
+    """Wrap ``func(settings)`` as a Hydra entrypoint with lst's config tree: ``settings`` holds the keys
+    READS declares for the step (the module's name) and ``paths``."""
+    name = _step_name(func)
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="lst")
     @functools.wraps(func)
@@ -36,34 +40,29 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
             local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             sys.modules["torch"].set_num_threads(max(1, int(cfg.threads) // local_processes))
         config = OmegaConf.to_container(cfg, resolve=True)
+        settings = select(config, (*READS[name], "paths"), mapping=_Declared)
         try:
-            func(config)
+            func(settings)
         except (InputError, FileNotFoundError) as error:  # bad input: one line; anything else is a bug
             log.error("%s", error)
-            _remove_hydra_files()
             sys.exit(1)
-        except Exception:
-            _remove_hydra_files()
-            raise
 
     return main
 
 
-def _remove_hydra_files() -> None:
-    """Take back what Hydra wrote into the step's output folder, so a failed step leaves no trace there."""
-    from hydra.core.hydra_config import HydraConfig
+def _step_name(func: Callable) -> str:
+    """``lst.steps.<name>``'s name, also when it runs as ``python -m`` (module ``__main__``)."""
+    module = func.__module__
+    if module == "__main__":
+        module = sys.modules["__main__"].__spec__.name
+    return module.rpartition(".")[2]
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    written = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else run_dir
-    if written != run_dir:
-        shutil.rmtree(written, ignore_errors=True)
-    (run_dir / f"{hydra_cfg.job.name}.log").unlink(missing_ok=True)
-    for folder in [written, *written.parents]:  # folders Hydra made that are now empty, up to the run dir
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-        if folder == run_dir:
-            break
+
+class _Declared(dict):
+    """A step's settings: reading one READS does not declare for it is a bug of the step, said so."""
+
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(f"{key!r} is not among the settings lst.steps.settings.READS declares for this step")
 
 
 def require(cfg: dict[str, Any], *keys: str) -> list[Any]:
@@ -77,3 +76,8 @@ def require(cfg: dict[str, Any], *keys: str) -> list[Any]:
             raise ConfigError(f"config key {key} is not set (the Snakemake rule passes it)")
         values.append(value)
     return values
+
+
+def training_dir(cfg: dict[str, Any]) -> str:
+    """A training step's folder for checkpoints and TensorBoard: ``paths.work_dir``, else train/ beside its model."""
+    return cfg["paths"]["work_dir"] or str(Path(cfg["paths"]["model"]).parent / "train")

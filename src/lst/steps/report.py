@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,42 +16,36 @@ from lst.steps import require, step
 
 log = logging.getLogger(__name__)
 
-# results/<dataset>/<method>/phase<k>/eval/metrics.parquet
-_METRICS_PATH = re.compile(r"(?P<method>[^/]+)/phase(?P<phase>\d+)/eval/metrics\.parquet$")
+OUTPUTS = ("summary_table", "summary", "forgetting_plot", "per_class_plot", "eval_curve_plot")
 
 
 @step
 def main(cfg: dict[str, Any]) -> None:
-    (out_dir,) = require(cfg, "paths.out_dir")
-    if len(cfg["paths"]["curves"]) != len(cfg["paths"]["metrics"]):
-        raise ConfigError("paths.curves: one eval_curve.parquet per metrics.parquet, in the same order")
-    entries = []
-    for path in cfg["paths"]["metrics"]:
-        match = _METRICS_PATH.search(Path(path).as_posix())
-        if match is None:
-            raise ConfigError(f"{path}: not a <method>/phase<k>/eval/metrics.parquet path")
-        metrics = tables.read_table(path, tables.METRICS)
-        entries.append((match["method"], int(match["phase"]), metrics))
-    summary = summarize(entries)
-    out_dir = Path(out_dir)
+    """Every model of ``report.models``, with its files at the same place in ``paths.metrics``,
+    ``paths.per_class`` and ``paths.curves``."""
+    outputs = dict(zip(OUTPUTS, require(cfg, *(f"paths.{name}" for name in OUTPUTS)), strict=True))
+    models, paths = cfg["report"]["models"], cfg["paths"]
+    for name in ("metrics", "per_class", "curves"):
+        if len(paths[name]) != len(models):
+            raise ConfigError(f"paths.{name}: {len(paths[name])} files for the {len(models)} report.models")
+    keys = [(model["method"], int(model["phase"])) for model in models]
+    metrics = [tables.read_table(path, tables.METRICS) for path in paths["metrics"]]
+    summary = summarize([(method, phase, table) for (method, phase), table in zip(keys, metrics, strict=True)])
     final = summary.groupby("method")["phase"].max()
     per_class = {
-        method: tables.read_table(Path(path).with_name("per_class.parquet"), tables.PER_CLASS)
-        for path, (method, phase, _) in zip(cfg["paths"]["metrics"], entries, strict=True)
+        method: tables.read_table(path, tables.PER_CLASS)
+        for (method, phase), path in zip(keys, paths["per_class"], strict=True)
         if phase == final[method]
     }
-    curves = {
-        (method, phase): read_curve(path)
-        for path, (method, phase, _) in zip(cfg["paths"]["curves"], entries, strict=True)
-    }
-    forgetting_plot(summary, out_dir / "plots" / "forgetting.png")
-    per_class_plot(per_class, out_dir / "plots" / "per_class_ap.png")
-    eval_curve_plot(curves, out_dir / "plots" / "eval_curve.png")
-    tables.write_table(summary, out_dir / "summary.parquet", tables.SUMMARY)
+    curves = {key: read_curve(path) for key, path in zip(keys, paths["curves"], strict=True)}
+    forgetting_plot(summary, outputs["forgetting_plot"])
+    per_class_plot(per_class, outputs["per_class_plot"])
+    eval_curve_plot(curves, outputs["eval_curve_plot"])
+    tables.write_table(summary, outputs["summary_table"], tables.SUMMARY)
     markdown = summary_markdown(summary, cfg["dataset"]["name"])
-    write_text_atomic(out_dir / "summary.md", markdown)
+    write_text_atomic(Path(outputs["summary"]), markdown)
     log.info("summary:\n%s", markdown)
-    log.info("wrote %s and %s", out_dir / "summary.parquet", out_dir / "summary.md")
+    log.info("wrote %s and %s", outputs["summary_table"], outputs["summary"])
 
 
 if __name__ == "__main__":

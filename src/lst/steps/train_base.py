@@ -31,7 +31,7 @@ from lst.model import build_model
 from lst.periodic_eval import publish_curve, training_hooks
 from lst.phase_data import load_split, phase_data
 from lst.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
-from lst.steps import require, step
+from lst.steps import require, step, training_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,10 @@ def main(cfg: dict[str, Any]) -> None:
 
 
 def run(cfg: dict[str, Any], context: distributed.Context) -> None:
-    data_dir, split_dir, image_root, model_path, work_dir = require(
-        cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.model", "paths.work_dir"
+    data_dir, split_dir, image_root, model_path = require(
+        cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.model"
     )
+    work_dir = training_dir(cfg)
     train_cfg, model_cfg, seed, phase = cfg["train_base"], dict(cfg["model"]), cfg["seed"], cfg["phase"]
     method = cfg["method"]
     train_cfg = training_config(cfg, split_dir)  # a joint model's budget derived
