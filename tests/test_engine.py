@@ -337,6 +337,20 @@ def _scalars(work_dir):
     return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def test_tensorboard_curves_of_a_resumed_run_are_the_uninterrupted_ones(tiny_data, tmp_path):
+    _, stream = tiny_data
+    _train(stream, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        torch.manual_seed(0)
+        train(build_model(SMALL, num_classes=3), stream, CFG, tmp_path / "resumed", {"category_ids": [2, 1]}, seed=0,
+              hooks=[Recorder(crash_after=5)])  # fmt: skip
+    _train(stream, tmp_path / "resumed")  # from the checkpoint of iteration 3: points 4 and 5 are written again
+    straight = _scalars(tmp_path / "straight")
+    assert {"loss/total", "loss/loss_classifier", "lr"} <= set(straight)
+    assert all([step for step, _ in points] == list(range(1, 7)) for points in straight.values())  # log_period 1
+    assert _scalars(tmp_path / "resumed") == straight
+
+
 def test_periodic_evaluation_is_a_training_hook(tiny_data, tmp_path):
     from lst.periodic_eval import PeriodicEvaluation, read_curve
 

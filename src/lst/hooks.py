@@ -66,7 +66,8 @@ def format_eta(seconds: float) -> str:
 class TrainingLog(HookBase):
     """Every ``period`` iterations and at the last: the loss terms of the global batch (their mean over the
     ranks: every rank takes part), a progress line in the log and scalars ``loss/*`` and ``lr`` in
-    TensorBoard, written by rank 0. A resumed run drops the TensorBoard points after its start."""
+    TensorBoard, written by rank 0. A resumed run drops the TensorBoard points after its start iteration
+    (those of the interrupted run that it makes again) and keeps the point of that iteration."""
 
     def __init__(self, tensorboard_dir: Path, period: int):
         self.tensorboard_dir, self.period = tensorboard_dir, period
@@ -75,7 +76,7 @@ class TrainingLog(HookBase):
 
     def before_train(self) -> None:
         if distributed.is_main():
-            self.writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.trainer.start_iter)
+            self.writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.trainer.start_iter + 1)
         self.started, self.data_time = time.perf_counter(), 0.0
 
     def after_step(self) -> None:
