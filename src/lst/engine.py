@@ -1,4 +1,5 @@
-"""The training loop shared by every phase: optimiser, schedule, checkpoints, resume, logging, DDP, AMP.
+"""The training of every phase: lst's trainer (its step, on lst.train_loop) and its set-up (optimiser,
+schedule, frozen stages, resume, DDP, AMP); checkpoints, logging and checks are hooks (lst.hooks).
 
 One process, or one rank of a DDP group (lst.distributed): ``batch_size`` is the images per process,
 so an iteration sees ``batch_size x world size`` images and rank r takes the r-th slice of that global
