@@ -8,10 +8,12 @@ from conftest import SMALL
 from PIL import Image
 
 from lst.dataset import DetectionData, SampleStream
+from lst.distributed import state_digest
 from lst.engine import lr_factor, train
 from lst.errors import TrainingError
 from lst.model import build_model
 from lst.sampling import uniform_stream
+from lst.train_loop import HookBase, TrainerBase
 
 CFG = dict(
     iterations=6, batch_size=2, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
@@ -238,3 +240,165 @@ def test_biases_train_at_twice_the_lr_without_decay_as_maskrcnn_benchmark():
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, CFG))
     scheduler.step()  # the warm-up scales both groups alike
     assert optimizer.param_groups[1]["lr"] == pytest.approx(2 * optimizer.param_groups[0]["lr"])
+
+
+def _parameters(model):
+    return state_digest({name: parameter.detach() for name, parameter in model.named_parameters()})
+
+
+class Points(HookBase):
+    """Records each hook point and its iteration."""
+
+    def __init__(self):
+        self.calls = []
+
+    def before_train(self):
+        self.calls.append(("before_train", self.trainer.start_iter))
+
+    def before_step(self):
+        self.calls.append(("before_step", self.trainer.iter))
+
+    def before_backward(self):
+        self.calls.append(("before_backward", self.trainer.iter))
+
+    def after_step(self):
+        self.calls.append(("after_step", self.trainer.iter))
+
+    def after_train(self):
+        self.calls.append(("after_train", self.trainer.iter))
+
+
+class Recorder(Points):
+    """Points, with the loss terms before the backward and the weights after each update."""
+
+    def __init__(self, crash_after: int | None = None):
+        super().__init__()
+        self.crash_after = crash_after
+
+    def before_backward(self):
+        self.calls.append(("before_backward", self.trainer.iter, sorted(self.trainer.losses)))
+
+    def after_step(self):
+        model = self.trainer.model
+        self.calls.append(("after_step", self.trainer.iter, state_digest(model.state_dict()), _parameters(model)))
+        if self.trainer.iter == self.crash_after:
+            raise KeyboardInterrupt
+
+
+LOSSES = ["loss_box_reg", "loss_classifier", "loss_mask", "loss_objectness", "loss_rpn_box_reg"]
+
+
+def test_hook_points_in_order_and_a_resumed_run_starts_after_its_checkpoint(tiny_data, tmp_path):
+    _, stream = tiny_data
+    hook = Recorder(crash_after=4)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model(SMALL, num_classes=3), stream, CFG, tmp_path, {"category_ids": [2, 1]}, seed=0, hooks=[hook])
+    expected = [("before_train", 0)]
+    for i in range(1, 5):
+        expected += [("before_step", i), ("before_backward", i, LOSSES), ("after_step", i)]
+    without_weights = [call[:2] if call[0] == "after_step" else call for call in hook.calls]
+    assert without_weights == expected  # no after_train: the run did not complete
+    weights = {call[1]: call[2] for call in hook.calls if call[0] == "after_step"}
+
+    resumed = Recorder()
+    torch.manual_seed(0)
+    checkpoint = train(build_model(SMALL, num_classes=3), stream, CFG, tmp_path, {"category_ids": [2, 1]}, seed=0,
+                       hooks=[resumed])  # fmt: skip
+    assert resumed.calls[0] == ("before_train", 3)  # the checkpoint of iteration 3
+    assert [call[1] for call in resumed.calls if call[0] == "after_step"] == [4, 5, 6]
+    assert resumed.calls[-1] == ("after_train", 6)
+    assert [call for call in resumed.calls if call[0] == "after_step"][0][2] == weights[4]  # the same update 4
+    assert state_digest(checkpoint["model"]) == resumed.calls[-2][2]
+
+
+def test_a_non_finite_loss_stops_before_the_update(tiny_data, tmp_path):
+    _, stream = tiny_data
+    hook = Recorder()
+
+    def explode_at_5(model, images, targets, calls=[0]):  # noqa: B006
+        calls[0] += 1
+        return {"loss_bad": torch.tensor(float("nan") if calls[0] == 5 else 0.0)}
+
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    with pytest.raises(TrainingError, match="iteration 5"):
+        train(model, stream, CFG, tmp_path, {"category_ids": [2, 1]}, seed=0, extra_losses=explode_at_5, hooks=[hook])
+    after_4 = [call[3] for call in hook.calls if call[0] == "after_step"][-1]
+    assert hook.calls[-1] == ("before_step", 5)  # the check comes first: the caller's hooks saw no loss of 5
+    assert _parameters(model) == after_4  # no NaN gradient was applied (nor sent to other ranks)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["iteration"] == 3
+
+
+def _scalars(work_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(work_dir / "tensorboard"))
+    events.Reload()
+    return {tag: [(s.step, s.value) for s in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_curves_of_a_resumed_run_are_the_uninterrupted_ones(tiny_data, tmp_path):
+    _, stream = tiny_data
+    _train(stream, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        torch.manual_seed(0)
+        train(build_model(SMALL, num_classes=3), stream, CFG, tmp_path / "resumed", {"category_ids": [2, 1]}, seed=0,
+              hooks=[Recorder(crash_after=5)])  # fmt: skip
+    _train(stream, tmp_path / "resumed")  # from the checkpoint of iteration 3: points 4 and 5 are written again
+    straight = _scalars(tmp_path / "straight")
+    assert {"loss/total", "loss/loss_classifier", "lr"} <= set(straight)
+    assert all([step for step, _ in points] == list(range(1, 7)) for points in straight.values())  # log_period 1
+    assert _scalars(tmp_path / "resumed") == straight
+
+
+def test_periodic_evaluation_is_a_training_hook(tiny_data, tmp_path):
+    from lst.periodic_eval import PeriodicEvaluation, read_curve
+
+    data, stream = tiny_data
+    images = data.images.reset_index(drop=True).assign(neg_category_ids=[[]] * 4, not_exhaustive_category_ids=[[]] * 4)
+    seen = pd.DataFrame({"category_id": [2, 1], "name": ["b", "a"], "frequency": ["r", "r"], "phase": [0, 0],
+                         "instance_count": [2, 2]})  # fmt: skip
+    val = DetectionData(images, data.annotations.assign(area=400.0), seen, data.image_root, with_masks=False)
+    eval_cfg = {"score_thresh": 0.0, "max_dets": 100, "batch_size": 2, "amp": "off"}
+    hook = PeriodicEvaluation(val, seen, 0, 3, eval_cfg, tmp_path / "curve.parquet", tmp_path / "tensorboard")
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    train(model, stream, CFG, tmp_path, {"category_ids": [2, 1]}, seed=0, hooks=[hook])
+    curve = read_curve(tmp_path / "curve.parquet")
+    assert sorted(set(curve["iteration"])) == [3, 6]
+    final = curve[curve["iteration"] == 6].drop(columns="iteration")
+    expected = hook.evaluate(model)  # the trained model's metrics
+    pd.testing.assert_frame_equal(
+        final.sort_values(["iou_type", "metric"]).reset_index(drop=True),
+        expected.sort_values(["iou_type", "metric"]).reset_index(drop=True),
+    )
+    assert {"eval/segm/AP", "eval/bbox/AP", "loss/total"} <= set(_scalars(tmp_path))
+
+
+class Counting(TrainerBase):
+    def __init__(self, fail_at=None):
+        super().__init__()
+        self.steps, self.fail_at = [], fail_at
+
+    def run_step(self):
+        self.before_backward()
+        if self.iter == self.fail_at:
+            raise RuntimeError("step failed")
+        self.steps.append(self.iter)
+
+
+def test_the_loop_runs_the_iterations_after_the_start_and_refuses_non_hooks():
+    trainer, first, second = Counting(), Points(), Points()
+    trainer.register_hooks([first, second])
+    trainer.train(2, 4)
+    assert trainer.steps == [3, 4]
+    steps = [(point, i) for i in (3, 4) for point in ("before_step", "before_backward", "after_step")]
+    assert first.calls == [("before_train", 2), *steps, ("after_train", 4)] == second.calls
+    failing, points = Counting(fail_at=2), Points()
+    failing.register_hooks([points])
+    with pytest.raises(RuntimeError, match="step failed"):
+        failing.train(0, 3)
+    assert failing.steps == [1] and points.calls[-1] == ("before_backward", 2)  # no after_train
+    with pytest.raises(TypeError, match="not a HookBase"):
+        trainer.register_hooks([lambda iteration, model: None])

@@ -1,4 +1,5 @@
-"""The training loop shared by every phase: optimiser, schedule, checkpoints, resume, logging, DDP, AMP.
+"""The training of every phase: lst's trainer (its step, on lst.train_loop) and its set-up (optimiser,
+schedule, frozen stages, resume, DDP, AMP); checkpoints, logging and checks are hooks (lst.hooks).
 
 One process, or one rank of a DDP group (lst.distributed): ``batch_size`` is the images per process,
 so an iteration sees ``batch_size x world size`` images and rank r takes the r-th slice of that global
@@ -28,21 +29,29 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.tensorboard import SummaryWriter
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
 from lst import distributed
 from lst.backbones import downsampling_stages, is_mobilenet_body
-from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.dataset import SampleStream, collate
 from lst.errors import ConfigError, TrainingError
+from lst.hooks import (
+    CallbackHook,
+    FiniteLossCheck,
+    PeriodicCheckpoint,
+    ReplicaCheck,
+    TrainingLog,
+    TrainingState,
+    contiguous_state,
+)
+from lst.train_loop import HookBase, TrainerBase
 
 log = logging.getLogger(__name__)
 
 # (model, images, targets) -> extra loss terms, e.g. distillation
 ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
-# (iteration, model) -> None, called on every rank after each update (see ``train``)
-Hook = Callable[[int, nn.Module], None]
+# a training hook: a HookBase, or (iteration, model) -> None called on every rank after each update (see ``train``)
+Hook = HookBase | Callable[[int, nn.Module], None]
 
 
 def backbone_stages(body: nn.Module) -> list[nn.Module]:
@@ -107,12 +116,6 @@ def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
 def fingerprint(*parts: Any) -> str:
     """Stable hash of what determines a run, so a checkpoint from another configuration is not resumed."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _format_eta(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def sample_seed(*key: int | str) -> int:
@@ -200,9 +203,73 @@ class LossStep(nn.Module):
         return losses
 
 
-def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict in the default layout, whatever memory format training used."""
-    return {key: value.contiguous() for key, value in model.state_dict().items()}
+class Trainer(TrainerBase):
+    """lst's iteration: the next batch of this rank's share, draws keyed by the iteration, the forward of the
+    model and the extra losses under autocast, the (scaled) backward, the update and the schedule's step.
+
+    Each iteration starts in training mode (frozen stages in eval mode), whatever a hook did after the
+    last. Hooks read ``model``, ``loss`` (the sum of ``losses``), ``optimizer`` and ``data_time`` (seconds
+    spent waiting for the batch).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        step: nn.Module,
+        loader: torch.utils.data.DataLoader,
+        state: TrainingState,
+        set_keys: Callable[[list[int]], None],
+        frozen: list[nn.Module],
+        seed: int,
+        amp: str,
+        device: torch.device,
+    ):
+        super().__init__()
+        self.model, self.step, self.loader, self.set_keys, self.frozen = model, step, loader, set_keys, frozen
+        self.optimizer, self.scheduler, self.scaler = state.optimizer, state.scheduler, state.scaler
+        self.seed, self.amp, self.device, self.rank = seed, amp, device, distributed.rank()
+        self.batches: Iterator[Any] | None = None
+        self.losses: dict[str, torch.Tensor] = {}
+        self.loss = torch.zeros(())
+        self.data_time = 0.0
+
+    def train_mode(self) -> None:
+        self.model.train()
+        for module in self.frozen:
+            module.eval()
+
+    def run_step(self) -> None:
+        started = time.perf_counter()
+        images, targets = self.next_batch()
+        self.data_time = time.perf_counter() - started
+        # every draw of this step is keyed by the iteration: the same with or without a resume
+        torch.manual_seed(sample_seed(self.seed, self.iter, "rank", self.rank))
+        first = self.rank * self.loader.batch_size
+        self.set_keys([sample_seed(self.seed, self.iter, first + j) for j in range(len(images))])
+        with distributed.autocast(self.device, self.amp):
+            self.losses = self.step(images, targets)
+        self.loss = sum(self.losses.values())
+        self.before_backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(self.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def next_batch(self) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        if self.batches is None:
+            self.batches = iter(self.loader)
+        try:
+            images, targets = next(self.batches)
+        except StopIteration:
+            raise TrainingError(f"training stopped at iteration {self.iter - 1} of {self.max_iter}") from None
+        images = [image.to(self.device, non_blocking=True) for image in images]
+        targets = [{key: value.to(self.device, non_blocking=True) for key, value in t.items()} for t in targets]
+        return images, targets
+
+    def after_step(self) -> None:
+        super().after_step()
+        self.train_mode()  # a hook may have evaluated the model
 
 
 def train(
@@ -223,19 +290,48 @@ def train(
     loss-scale) state; a rerun with the same fingerprint resumes from it and ends with the same weights.
     ``cfg['amp']`` (off, bf16, fp16) and ``cfg['channels_last']`` set the precision and memory layout.
 
-    ``hooks`` are called on every rank as ``hook(iteration, model)`` after each update and before that
-    iteration's checkpoint, e.g. for periodic evaluation; a hook decides when to act (every N
-    iterations, on rank 0 alone: the other ranks wait in their next collective) and may put the model
-    in eval mode: the engine restores training mode after them.
+    ``hooks`` run on every rank after lst's log and before its checkpoint (lst.hooks): ``HookBase``
+    instances (lst.train_loop), or functions ``hook(iteration, model)`` called after each update. A hook
+    decides when to act (every N iterations, on rank 0 alone: the other ranks wait in their next
+    collective) and may put the model in eval mode: the trainer restores training mode after the hooks.
     """
-    work_dir = Path(work_dir)
-    last_path = work_dir / "last.pt"
-    iterations, batch_size = cfg["iterations"], cfg["batch_size"]
-    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
-    if len(stream) < iterations * batch_size:
-        raise TrainingError(f"the sample stream has {len(stream)} samples, {iterations * batch_size} needed")
-    # what the run depends on, the same on every rank: a checkpoint of any other run must not be resumed
-    run_id = fingerprint(
+    work_dir, iterations = Path(work_dir), cfg["iterations"]
+    if len(stream) < iterations * cfg["batch_size"]:
+        raise TrainingError(f"the sample stream has {len(stream)} samples, {iterations * cfg['batch_size']} needed")
+    run_id = run_fingerprint(cfg, checkpoint_fields, stream, seed)
+    device = device or torch.device("cpu")
+    amp = precision(cfg, device)
+    frozen = prepare_model(model, cfg, device)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    # fp16 needs loss scaling against underflowing gradients; bf16 has float32's range
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    state = TrainingState(work_dir / "last.pt", run_id, model, optimizer, scheduler, scaler)
+    start = state.resume()
+    step = data_parallel(LossStep(model, extra_losses), device)
+    loader = batches(stream, cfg, start, device, seed)
+    with keyed_sampling(model) as set_keys:
+        trainer = Trainer(model, step, loader, state, set_keys, frozen, seed, amp, device)
+        trainer.register_hooks([
+            FiniteLossCheck(state.path),
+            TrainingLog(work_dir / "tensorboard", cfg["log_period"]),
+            *(hook if isinstance(hook, HookBase) else CallbackHook(hook) for hook in hooks),
+            ReplicaCheck(),
+            PeriodicCheckpoint(state, cfg["checkpoint_period"]),
+        ])  # fmt: skip
+        trainer.train_mode()
+        log.info(
+            "training %d iterations of %d images (%d per process x %d) from iteration %d%s", iterations,
+            cfg["batch_size"] * distributed.world_size(), cfg["batch_size"], distributed.world_size(), start,
+            f", autocast {amp}" if amp != "off" else "",
+        )  # fmt: skip
+        trainer.train(start, iterations)
+    return {"model": contiguous_state(model), "iteration": iterations, **checkpoint_fields}
+
+
+def run_fingerprint(cfg: dict[str, Any], checkpoint_fields: dict[str, Any], stream: SampleStream, seed: int) -> str:
+    """What the run depends on, the same on every rank: a checkpoint of any other run must not be resumed."""
+    return fingerprint(
         cfg,
         checkpoint_fields.get("config"),
         checkpoint_fields.get("category_ids"),
@@ -244,46 +340,46 @@ def train(
         seed,
     )
 
-    device = device or torch.device("cpu")
+
+def precision(cfg: dict[str, Any], device: torch.device) -> str:
+    """``cfg['amp']`` checked for ``device``."""
     try:
-        amp = distributed.amp_mode(cfg.get("amp", "off"), device)
+        return distributed.amp_mode(cfg.get("amp", "off"), device)
     except ConfigError as error:  # the training section's amp: name the section
         raise TrainingError(f"train.{error}") from None
+
+
+def prepare_model(model: nn.Module, cfg: dict[str, Any], device: torch.device) -> list[nn.Module]:
+    """``model`` on ``device`` in the configured memory layout, its batch norm over the global batch,
+    its first backbone stages frozen; return the frozen stages."""
     model.to(device)
     if cfg.get("channels_last", False):
         distributed.channels_last(model)
+    world = distributed.world_size()
     if world > 1 and (synced := distributed.sync_batchnorm(model)):
         log.info("%d batch-norm layers normalise over the global batch of %d ranks", synced, world)
-    frozen = freeze_backbone_stages(model, cfg["freeze_backbone_stages"])
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
-    # fp16 needs loss scaling against underflowing gradients; bf16 has float32's range
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    start = 0
-    if last_path.exists():
-        state = load_checkpoint(last_path, required=("model", "optimizer", "scheduler", "iteration"))
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if "scaler" in state:
-                scaler.load_state_dict(state["scaler"])
-            start = int(state["iteration"])
-            log.info("resuming from %s at iteration %d", last_path, start)
-        else:
-            log.warning("%s was made with another configuration: training from the start", last_path)
-    distributed.barrier()  # every rank has read last.pt before rank 0 may replace it
+    return freeze_backbone_stages(model, cfg["freeze_backbone_stages"])
 
-    step: nn.Module = LossStep(model, extra_losses)
-    if world > 1:
-        step = DistributedDataParallel(
-            step,
-            device_ids=[device] if device.type == "cuda" else None,
-            forward_sync_buffers=False,  # batch norm is synchronised or frozen: the buffers agree already
-            gradient_as_bucket_view=True,
-        )
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(stream, range(start * batch_size, iterations * batch_size)),
+
+def data_parallel(step: LossStep, device: torch.device) -> nn.Module:
+    """``step`` under DistributedDataParallel in a DDP group (gradients averaged over the ranks), else as is."""
+    if distributed.world_size() == 1:
+        return step
+    return DistributedDataParallel(
+        step,
+        device_ids=[device] if device.type == "cuda" else None,
+        forward_sync_buffers=False,  # batch norm is synchronised or frozen: the buffers agree already
+        gradient_as_bucket_view=True,
+    )
+
+
+def batches(
+    stream: SampleStream, cfg: dict[str, Any], start: int, device: torch.device, seed: int
+) -> torch.utils.data.DataLoader:
+    """The batches of iterations ``start + 1 .. cfg['iterations']``, in the stream's order."""
+    batch_size = cfg["batch_size"]
+    return torch.utils.data.DataLoader(
+        torch.utils.data.Subset(stream, range(start * batch_size, cfg["iterations"] * batch_size)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=cfg["num_workers"],
@@ -292,98 +388,6 @@ def train(
         # its own generator: the loader must not draw from the global RNG, or resuming would diverge
         generator=torch.Generator().manual_seed(seed),
     )
-    writer = SummaryWriter(str(work_dir / "tensorboard"), purge_step=start) if main else None
-
-    def snapshot(iteration: int) -> None:
-        if not main:
-            return
-        state = {
-            "model": _contiguous_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "iteration": iteration,
-            "run_id": run_id,
-        }
-        if scaler.is_enabled():
-            state["scaler"] = scaler.state_dict()
-        save_checkpoint(state, last_path)
-
-    def train_mode() -> None:
-        model.train()
-        for module in frozen:
-            module.eval()
-
-    train_mode()
-    log.info(
-        "training %d iterations of %d images (%d per process x %d) from iteration %d%s",
-        iterations, batch_size * world, batch_size, world, start, f", autocast {amp}" if amp != "off" else "",
-    )  # fmt: skip
-    started, data_time, tick = time.perf_counter(), 0.0, time.perf_counter()
-    iteration = start
-    with keyed_sampling(model) as set_keys:
-        for iteration, (images, targets) in enumerate(loader, start=start + 1):
-            images = [image.to(device, non_blocking=True) for image in images]
-            targets = [{key: value.to(device, non_blocking=True) for key, value in t.items()} for t in targets]
-            data_time += time.perf_counter() - tick
-            # every draw of this step is keyed by the iteration: the same with or without a resume
-            torch.manual_seed(sample_seed(seed, iteration, "rank", rank))
-            set_keys([sample_seed(seed, iteration, rank * batch_size + j) for j in range(len(images))])
-            with distributed.autocast(device, amp):
-                losses = step(images, targets)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                terms = {k: round(float(v.detach()), 4) for k, v in losses.items()}
-                raise TrainingError(
-                    f"iteration {iteration}: the loss is not finite ({terms}) on rank {rank}; "
-                    f"the last good checkpoint is {last_path}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-
-            if iteration % cfg["log_period"] == 0 or iteration == iterations:
-                # the loss of the global batch: every rank takes part, rank 0 writes
-                logged = {k: float(v) for k, v in distributed.mean_over_ranks({"loss_total": total, **losses}).items()}
-                if writer is not None:
-                    elapsed = time.perf_counter() - started
-                    per_iteration = elapsed / (iteration - start)
-                    mean_total = logged.pop("loss_total")
-                    terms = "  ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in logged.items())
-                    log.info(
-                        "iter %d/%d  loss %.3f  (%s)  lr %.2e  %.2f s/it (data %.1f%%)  eta %s",
-                        iteration, iterations, mean_total, terms, optimizer.param_groups[0]["lr"], per_iteration,
-                        100 * data_time / elapsed, _format_eta(per_iteration * (iterations - iteration)),
-                    )  # fmt: skip
-                    writer.add_scalar("loss/total", mean_total, iteration)
-                    for key, value in logged.items():
-                        writer.add_scalar(f"loss/{key}", value, iteration)
-                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], iteration)
-            if hooks:
-                for hook in hooks:
-                    hook(iteration, model)
-                train_mode()
-            if iteration % cfg["checkpoint_period"] == 0 and iteration < iterations:
-                snapshot(iteration)
-            tick = time.perf_counter()
-    if writer is not None:
-        writer.close()
-    if iteration != iterations:
-        raise TrainingError(f"training stopped at iteration {iteration} of {iterations}")
-    check_replicas(model)
-    snapshot(iterations)
-    return {"model": _contiguous_state(model), "iteration": iterations, **checkpoint_fields}
-
-
-def check_replicas(model: nn.Module) -> None:
-    """All ranks must end with the same weights; rank 0 logs every rank's digest (identical checkpoints)."""
-    if distributed.world_size() == 1:
-        return
-    digests = distributed.all_gather_object(distributed.state_digest(model.state_dict()))
-    if len(set(digests)) != 1:
-        raise TrainingError(f"the ranks ended with different weights: state digests by rank {digests}")
-    log.info("state digests by rank: %s (the replicas agree)", " ".join(digests))
 
 
 def rank_samples(samples: pd.DataFrame, rank: int, world_size: int) -> pd.DataFrame:

@@ -1,9 +1,10 @@
 """Evaluation every N iterations during training: the AP curve, in Parquet and in TensorBoard.
 
-A training hook (``engine.train(hooks=[...])``): on the main process only, every ``period``
-iterations, the model in training runs over the phase's val set with the evaluation settings and
-the metrics of ``lst.phase_metrics`` are appended to the curve. Rows of an iteration that is run again
-after a resume replace the earlier ones, so the curve is the same as without the interruption.
+A training hook (lst.train_loop.HookBase, given to ``engine.train(hooks=[...])``): on the main
+process only, every ``period`` iterations, the model in training runs over the phase's val set with
+the evaluation settings and the metrics of ``lst.phase_metrics`` are appended to the curve. Rows of
+an iteration that is run again after a resume replace the earlier ones, so the curve is the same as
+without the interruption.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lst.dataset import DetectionData
 from lst.inference import detect, ground_truth
 from lst.phase_data import load_split, phase_data
 from lst.phase_metrics import evaluation_options, phase_metrics
+from lst.train_loop import HookBase
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,10 @@ def write_curve(curve: pd.DataFrame, path: str | Path) -> None:
     tables.write_table(curve.sort_values(["iteration", "iou_type", "metric"], kind="stable"), path, tables.EVAL_CURVE)
 
 
-class PeriodicEvaluation:
-    """``hook(iteration, model)``: every ``period`` iterations, metrics of ``model`` on ``data`` (val)."""
+class PeriodicEvaluation(HookBase):
+    """Every ``period`` iterations, metrics of the trainer's model on ``data`` (val), after the update.
+
+    ``hook(iteration, model)`` does the same outside a trainer."""
 
     def __init__(
         self,
@@ -56,6 +60,9 @@ class PeriodicEvaluation:
         self.curve_path = Path(curve_path)
         self.tensorboard_dir = tensorboard_dir
         self._gt: dict[str, Any] | None = None
+
+    def after_step(self) -> None:
+        self(self.trainer.iter, self.trainer.model)
 
     def gt(self) -> dict[str, Any]:
         if self._gt is None:
