@@ -15,7 +15,7 @@ from workflow_copy import REPO, run_snakemake, workflow_copy
 
 from lst import tables
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = (REPO.parent / "shared" / "data").resolve()
 COCO_MINI = SHARED / "coco-mini"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
 WEIGHTS_SHA256 = "9ce67c43c92ed4e9f615cdde0f71e04d70f01d485a3eaf867b59902b3decddc4"  # /work/shared/data/README.md
