@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import mobilenet_v2
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -28,7 +27,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from lst.errors import WeightsError
 from lst.io import file_digest
-from lst.weights import _describe_load_error, _listing, _unpack
+from lst.weights import _listing, read_named_tensors
 
 _NUM_BATCHES_TRACKED = "num_batches_tracked"
 
@@ -95,21 +94,7 @@ def mobilenet_v2_fpn(fpn_channels: int, pretrained: bool) -> BackboneWithFPN:
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"{path}: backbone weights file does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for non-checkpoints and unsafe pickles
-        raise WeightsError(
-            f"{path}: not a state dict, or it holds objects other than tensors and builtins "
-            f"(torch.load with weights_only=True failed: {_describe_load_error(error)})"
-        ) from error
-    state, _ = _unpack(obj, str(path))
-    not_tensors = [
-        str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, Tensor)
-    ]
-    if not_tensors:
-        raise WeightsError(f"{path}: state dict entries that are not named tensors {_listing(not_tensors)}")
+    state, _ = read_named_tensors(path, "backbone weights file", "state dict")
     return dict(state)
 
 

@@ -353,6 +353,29 @@ def _unpack(obj: Any, origin: str) -> tuple[Mapping[str, Any], Mapping[str, Any]
     )
 
 
+def read_named_tensors(
+    path: Path, file_kind: str, content: str
+) -> tuple[Mapping[str, Tensor], Mapping[str, Any] | None]:
+    """The named tensors of a torch file and its stored metadata, loaded with ``weights_only=True``;
+    every problem one ``WeightsError`` line naming ``path`` (``file_kind``, ``content``: its words)."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: {file_kind} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for non-checkpoints and unsafe pickles
+        raise WeightsError(
+            f"{path}: not a {content}, or it holds objects other than tensors and builtins "
+            f"(torch.load with weights_only=True failed: {_describe_load_error(error)})"
+        ) from error
+    state, stored_meta = _unpack(obj, str(path))
+    not_tensors = [
+        str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, Tensor)
+    ]
+    if not_tensors:
+        raise WeightsError(f"{path}: state dict entries that are not named tensors {_listing(not_tensors)}")
+    return state, stored_meta
+
+
 def _describe_load_error(error: Exception) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     marker = "WeightsUnpickler error:"
@@ -375,21 +398,7 @@ def load_coco_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], di
     """
     path = Path(path)
     origin = str(path)
-    if not path.is_file():
-        raise WeightsError(f"{origin}: weights file does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for non-checkpoints and unsafe pickles
-        raise WeightsError(
-            f"{origin}: not a checkpoint, or it holds objects other than tensors and builtins "
-            f"(torch.load with weights_only=True failed: {_describe_load_error(error)})"
-        ) from error
-    state, stored_meta = _unpack(obj, origin)
-    not_tensors = [
-        str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, Tensor)
-    ]
-    if not_tensors:
-        raise WeightsError(f"{origin}: state dict entries that are not named tensors {_listing(not_tensors)}")
+    state, stored_meta = read_named_tensors(path, "weights file", "checkpoint")
 
     source = _detect_source(state)
     if source is None:
