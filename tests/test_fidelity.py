@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
-from omegaconf import OmegaConf
+
+import lst.conf
 
 FIDELITY = Path(__file__).parents[1] / "docs" / "fidelity.md"
 PRESETS = {"lvis_v0.5_lst": "lvis_v0.5_lst", "lvis_v1_lst": "lvis_v1_lst", "demo": "demo"}
@@ -42,11 +42,7 @@ def _literal(cell: str):
 
 @pytest.fixture(scope="module")
 def composed() -> dict[str, dict]:
-    with initialize_config_module("lst.conf", version_base="1.3"):
-        return {
-            name: OmegaConf.to_container(compose("lst", overrides=[f"preset={preset}"]), resolve=True)
-            for name, preset in PRESETS.items()
-        }
+    return {name: lst.conf.compose([f"preset={preset}"]) for name, preset in PRESETS.items()}
 
 
 def _lookup(config: dict, key: str):

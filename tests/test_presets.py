@@ -4,17 +4,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+import lst.conf
 from lst import tables
-
-CONF = Path(__file__).resolve().parents[1] / "src" / "lst" / "conf"
 
 
 def composed(preset: str, *overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return OmegaConf.to_container(compose("lst", [f"preset={preset}", *overrides]), resolve=True)
+    return lst.conf.compose([f"preset={preset}", *overrides])
 
 
 @pytest.mark.parametrize("preset", ["lvis_v0.5_lst", "lvis_v1_lst"])
@@ -81,7 +77,7 @@ def _split_dir(tmp_path: Path, phases: list[int]) -> Path:
 
 
 def test_joint_budget_reads_the_number_of_phases_from_the_split(tmp_path):
-    from lst.errors import TrainingError
+    from lst.errors import ConfigError
     from lst.steps.train_base import training_config
 
     split_dir = _split_dir(tmp_path, [0, 0, 1, 2, 3, 3, -1])  # 3 incremental phases; -1: never learned
@@ -95,5 +91,5 @@ def test_joint_budget_reads_the_number_of_phases_from_the_split(tmp_path):
         **base,
         "joint_budget": "base",
     }
-    with pytest.raises(TrainingError, match="train_base.joint_budget"):
-        training_config(composed("tiny", "phase=3", "train_base.joint_budget=double"), str(split_dir))
+    with pytest.raises(ConfigError, match="train_base.joint_budget: 'double' is not one of equal_images, base"):
+        composed("tiny", "phase=3", "train_base.joint_budget=double")

@@ -204,8 +204,9 @@ def test_fixed_draw_keeps_the_images_but_reshuffles_the_epoch(split_and_annotati
 
 
 def test_unknown_variant_is_refused(split_and_annotations):
+    """By lst.conf.schema.ReplayVariant (a config's value is refused when it is composed, tests/test_bad_input.py)."""
     split, annotations = split_and_annotations
-    with pytest.raises(SamplingError, match="replay.variant: 'rand_balanced' is not one of"):
+    with pytest.raises(ValueError, match="'rand_balanced' is not a valid ReplayVariant"):
         replay_stream(split, annotations, 1, iterations=10, batch_size=1, variant="rand_balanced")
 
 

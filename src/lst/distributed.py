@@ -23,12 +23,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lst.conf.schema import Amp, choices
 from lst.errors import ConfigError
 from lst.model import pick_device
 
 log = logging.getLogger(__name__)
 
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = choices(Amp)
 # the other ranks wait in the next collective while rank 0 runs a periodic evaluation over the whole val set
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
@@ -237,10 +238,9 @@ def sync_batchnorm(model: nn.Module) -> int:
 
 
 def amp_mode(value: Any, device: torch.device) -> str:
-    """The checked ``amp`` option: off, bf16 or fp16 (fp16 needs a GPU). YAML reads a bare ``off`` as false."""
-    mode = "off" if value in (False, None) else str(value)
-    if mode not in AMP_MODES:
-        raise ConfigError(f"amp: {value!r} is not one of {AMP_MODES}")
+    """The ``amp`` option (``lst.conf.schema.Amp``: off, bf16 or fp16) checked for ``device``: fp16 needs a GPU.
+    YAML reads a bare ``off`` as false."""
+    mode = Amp("off" if value in (False, None) else value).name
     if mode == "fp16" and device.type != "cuda":
         raise ConfigError(f"amp: fp16 needs a CUDA device (this run is on {device}); use bf16 or off on the CPU")
     return mode

@@ -33,6 +33,7 @@ from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
 from lst import distributed
 from lst.backbones import downsampling_stages, is_mobilenet_body
+from lst.conf.schema import Optimizer, Schedule
 from lst.dataset import SampleStream, collate
 from lst.errors import ConfigError, TrainingError
 from lst.hooks import (
@@ -91,11 +92,9 @@ def parameter_groups(model: nn.Module, cfg: dict[str, Any]) -> list[dict[str, An
 
 def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg)
-    if cfg["optimizer"] == "sgd":
+    if Optimizer(cfg["optimizer"]) is Optimizer.sgd:  # a config's value is checked when it is composed
         return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
-    if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg["lr"])
-    raise TrainingError(f"train.optimizer: unknown optimizer {cfg['optimizer']!r} (sgd or adamw)")
+    return torch.optim.AdamW(groups, lr=cfg["lr"])
 
 
 def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
@@ -105,12 +104,10 @@ def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
     if iteration < warmup:
         alpha = iteration / warmup
         factor = cfg["warmup_factor"] * (1 - alpha) + alpha
-    if cfg["schedule"] == "multistep":
+    if Schedule(cfg["schedule"]) is Schedule.multistep:
         return factor * cfg["gamma"] ** sum(iteration >= s for s in cfg["steps"])
-    if cfg["schedule"] == "cosine":
-        progress = max(0, iteration - warmup) / max(1, cfg["iterations"] - warmup)
-        return factor * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    raise TrainingError(f"train.schedule: unknown schedule {cfg['schedule']!r} (multistep or cosine)")
+    progress = max(0, iteration - warmup) / max(1, cfg["iterations"] - warmup)  # cosine
+    return factor * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def fingerprint(*parts: Any) -> str:

@@ -22,6 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lst.backbones import mobilenet_v2_fpn
+from lst.conf.schema import Backbone
 from lst.errors import ConfigError
 from lst.mask_targets import MaskTargetRoIHeads
 
@@ -151,7 +152,7 @@ class SmallBackbone(nn.Module):
 
 
 def _backbone(cfg: dict[str, Any]) -> BackboneWithFPN:
-    name = cfg["backbone"]
+    name = Backbone(cfg["backbone"]).name  # a config's value is checked when it is composed
     if name == "small":
         widths = tuple(cfg.get("small_widths", (32, 64, 128, 256)))
         body = SmallBackbone(widths)
@@ -169,11 +170,7 @@ def _backbone(cfg: dict[str, Any]) -> BackboneWithFPN:
         if cfg.get("stride_in_1x1", False):
             _move_stride_to_1x1(backbone.body)
         return backbone
-    if name == "mobilenet_v2_fpn":
-        return mobilenet_v2_fpn(cfg["fpn_channels"], pretrained=bool(cfg.get("backbone_weights")))
-    raise ConfigError(
-        f"model.backbone: unknown backbone {name!r} (choose small, resnet18_fpn, resnet50_fpn, mobilenet_v2_fpn)"
-    )
+    return mobilenet_v2_fpn(cfg["fpn_channels"], pretrained=bool(cfg.get("backbone_weights")))
 
 
 def _move_stride_to_1x1(body: nn.Module) -> None:

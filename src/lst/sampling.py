@@ -26,22 +26,18 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from lst.conf.schema import QuotaRounding, Remainder, ReplayVariant, choices
 from lst.errors import SamplingError
 
-VARIANTS = ("cycle", "with_replacement", "without_replacement", "fixed_draw")
-QUOTA_ROUNDINGS = ("half_even", "half_up")  # numpy's round (the notebooks') or floor(x + 0.5)
+VARIANTS = choices(ReplayVariant)
+QUOTA_ROUNDINGS = choices(QuotaRounding)  # numpy's round (the notebooks') or floor(x + 0.5)
 # after the whole epochs: the last of them again, unshuffled (the notebooks'), or a further shuffled epoch
-REMAINDERS = ("last_epoch_unshuffled", "next_epoch")
+REMAINDERS = choices(Remainder)
 NO_TARGET = 0  # category_id of a sample that has no target class (base and joint training)
 
 
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
-
-
-def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SamplingError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
 def _check_budget(section: str, iterations: int, batch_size: int, flip_prob: float) -> None:
@@ -55,7 +51,7 @@ def _check_budget(section: str, iterations: int, batch_size: int, flip_prob: flo
 
 def replay_quotas(split: pd.DataFrame, phase: int, rounding: str = "half_even") -> pd.DataFrame:
     """Old classes of ``phase`` with their per-epoch image quota n_c (column ``quota``)."""
-    _check_choice("replay.quota_rounding", rounding, QUOTA_ROUNDINGS)
+    half_even = QuotaRounding(rounding) is QuotaRounding.half_even  # a config's value is checked when composed
     new = split[split["phase"] == phase]
     if new.empty:
         raise SamplingError(f"phase: phase {phase} has no classes")
@@ -63,7 +59,7 @@ def replay_quotas(split: pd.DataFrame, phase: int, rounding: str = "half_even") 
     old = split[(split["phase"] >= 0) & (split["phase"] < phase) & (split["image_count"] > 0)]
     old = old.sort_values("rank")[["category_id", "rank", "instance_count", "image_count"]].copy()
     ratio = mean_new_instances / (old["instance_count"] / old["image_count"])
-    rounded = np.round(ratio) if rounding == "half_even" else np.floor(ratio + 0.5)
+    rounded = np.round(ratio) if half_even else np.floor(ratio + 0.5)
     old["quota"] = np.maximum(1, rounded).astype(np.int64)
     return old.reset_index(drop=True)
 
@@ -88,14 +84,15 @@ def _old_class_images(
     quotas: pd.DataFrame, images_of: dict[int, np.ndarray], epoch: int, seed: int, variant: str
 ) -> list[np.ndarray]:
     """Per old class (in ``quotas`` order), the images it replays in ``epoch``."""
-    draw_rng = _rng(seed, 0 if variant == "fixed_draw" else epoch, 1)
+    kind = ReplayVariant(variant)  # a config's value is checked when it is composed
+    draw_rng = _rng(seed, 0 if kind is ReplayVariant.fixed_draw else epoch, 1)
     chosen = []
     for row in quotas.itertuples():
         pool, quota = images_of[int(row.category_id)], int(row.quota)
-        if variant == "cycle":
+        if kind is ReplayVariant.cycle:
             walk = _rng(seed, 2, row.category_id).permutation(pool)  # shuffled once, whatever the epoch
             chosen.append(walk[np.arange(epoch * quota, (epoch + 1) * quota) % len(walk)])
-        elif variant == "with_replacement":
+        elif kind is ReplayVariant.with_replacement:
             chosen.append(pool[draw_rng.integers(0, len(pool), quota)])
         else:
             chosen.append(_draw(pool, quota, draw_rng))
@@ -112,7 +109,6 @@ def replay_epoch(
     shuffled: bool = True,
 ) -> pd.DataFrame:
     """One epoch of (image_id, category_id) pairs: the new-class pairs, then the old-class draws, shuffled."""
-    _check_choice("replay.variant", variant, VARIANTS)
     old_images = _old_class_images(quotas, images_of, epoch, seed, variant)
     old_classes = [np.full(len(d), c, np.int64) for d, c in zip(old_images, quotas["category_id"], strict=True)]
     image_ids = np.concatenate([new_pairs["image_id"].to_numpy(np.int64), *old_images])
@@ -163,8 +159,7 @@ def _sequence(
     make_epoch: Callable[[int, bool], pd.DataFrame], budget: int, length: int, remainder: str
 ) -> pd.DataFrame:
     """``length`` samples of epochs in a row (``length`` >= ``budget``, the stream's own size)."""
-    _check_choice("replay.remainder", remainder, REMAINDERS)
-    if remainder == "last_epoch_unshuffled":
+    if Remainder(remainder) is Remainder.last_epoch_unshuffled:
         return _unshuffled_remainder(make_epoch, budget, length)
     return pd.concat(_epochs(lambda epoch: make_epoch(epoch, True), length), ignore_index=True).iloc[:length]
 
@@ -231,7 +226,6 @@ def replay_stream(
     groups: pd.Series | None = None,
 ) -> pd.DataFrame:
     """The whole training stream of an incremental phase, epochs concatenated up to the budget."""
-    _check_choice("replay.variant", variant, VARIANTS)
     _check_budget("train_phase", iterations, batch_size, flip_prob)
     if world_size < 1:
         raise SamplingError(f"replay.world_size: {world_size}; the stream is for at least 1 training process")

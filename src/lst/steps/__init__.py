@@ -1,7 +1,8 @@
 """Entrypoints, one per Snakemake rule: ``python -m lst.steps.<step> [hydra overrides]``.
 
 Each is a Hydra app over the config tree in ``lst/conf`` (``version_base="1.3"``, no change of
-working directory, no files of Hydra's own unless ``hydra.output_subdir`` asks). A step sees the settings
+working directory, no files of Hydra's own unless ``hydra.output_subdir`` asks), typed by ``lst.conf.schema``:
+a key the schema lacks or a bad value ends the step in one line before anything runs. A step sees the settings
 ``lst.steps.settings.READS`` declares for it and ``paths``. Errors in the user's inputs end the step with
 one clear line and exit code 1.
 """
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra._internal.utils import get_args_parser  # hydra.main's own parser: the overrides among the flags
+from omegaconf import DictConfig
 
+import lst.conf
 from lst.errors import ConfigError, InputError
 from lst.steps.settings import READS, select
 
@@ -30,16 +33,27 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
     READS declares for the step (the module's name) and ``paths``."""
     name = _step_name(func)
 
+    @functools.wraps(func)
+    def main() -> None:
+        # composed here first, so that a bad key or value ends the step in one line (lst.conf.config_error);
+        # Hydra would print its report on several lines
+        try:
+            lst.conf.compose(get_args_parser().parse_args().overrides)
+        except ConfigError as error:
+            print(f"[lst][ERROR] - {error}", file=sys.stderr)
+            sys.exit(1)
+        run()
+
     @hydra.main(version_base="1.3", config_path="../conf", config_name="lst")
     @functools.wraps(func)
-    def main(cfg: DictConfig) -> None:
+    def run(cfg: DictConfig) -> None:
         # torch takes about 3 s and 600 MB to import: the data steps do without it; every step that uses
         # torch imports it at module level (before this runs), so its threads are set here all the same
         if "torch" in sys.modules:
             # ``threads`` is the job's: under torchrun its processes on this node share them
             local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             sys.modules["torch"].set_num_threads(max(1, int(cfg.threads) // local_processes))
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = lst.conf.to_values(cfg)
         settings = select(config, (*READS[name], "paths"), mapping=_Declared)
         try:
             func(settings)

@@ -23,9 +23,9 @@ import torch
 from lst import distributed
 from lst.backbones import load_backbone_weights
 from lst.checkpoint import load_checkpoint, save_checkpoint
+from lst.conf.schema import JointBudget
 from lst.dataset import SampleStream
 from lst.engine import rank_samples, train
-from lst.errors import TrainingError
 from lst.io import file_digest
 from lst.model import build_model
 from lst.periodic_eval import publish_curve, training_hooks
@@ -113,15 +113,10 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         log.info("wrote %s", Path(model_path))
 
 
-JOINT_BUDGETS = ("equal_images", "base")
-
-
 def training_config(cfg: dict[str, Any], split_dir: str) -> dict[str, Any]:
     """train_base, with a joint model's (phase > 0) budget derived per ``train_base.joint_budget``."""
     train_cfg = cfg["train_base"]
-    if train_cfg["joint_budget"] not in JOINT_BUDGETS:
-        raise TrainingError(f"train_base.joint_budget: {train_cfg['joint_budget']!r} is not one of {JOINT_BUDGETS}")
-    if cfg["phase"] == 0 or train_cfg["joint_budget"] == "base":
+    if cfg["phase"] == 0 or JointBudget(train_cfg["joint_budget"]) is JointBudget.base:
         return train_cfg
     num_incremental = int(load_split(split_dir)["phase"].max())
     train_cfg = equal_images_budget(train_cfg, cfg["train_phase"], num_incremental)

@@ -1,0 +1,288 @@
+"""The types of lst's Hydra config: every key, its type and, for a choice, its allowed values.
+
+The values live in the yaml files (``lst.yaml``, ``train/shared.yaml``, the groups ``model/``, ``method/`` and
+``preset/``); these dataclasses only say what a key may hold. ``lst.yaml`` starts from :class:`LstConfig`
+(stored in Hydra's ConfigStore as ``schema``), so composing the config checks every yaml file and every
+override: a key that is not here, a value of the wrong type or a choice outside its ``Enum`` fails at
+composition, and ``lst.conf.config_error`` says so in one line naming the key. Torch-free.
+
+A key added to a yaml file needs its field here. A choice (an ``Enum`` below) is named by its members'
+names; the code compares the composed strings (``OmegaConf.to_container(..., enum_to_str=True)``).
+"""
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class Optimizer(Enum):
+    sgd = "sgd"  # maskrcnn-benchmark's (the seed's), with momentum
+    adamw = "adamw"
+
+
+class Schedule(Enum):
+    multistep = "multistep"  # the seed's: lr x gamma at each of `steps`
+    cosine = "cosine"
+
+
+class Amp(Enum):
+    off = "off"
+    bf16 = "bf16"  # CPU or GPU
+    fp16 = "fp16"  # GPU only, with loss scaling
+
+
+class JointBudget(Enum):
+    equal_images = "equal_images"  # as many images as the base phase and every incremental phase together
+    base = "base"  # train_base.iterations as they are
+
+
+class ReplayVariant(Enum):
+    cycle = "cycle"
+    with_replacement = "with_replacement"
+    without_replacement = "without_replacement"
+    fixed_draw = "fixed_draw"
+
+
+class QuotaRounding(Enum):
+    half_even = "half_even"  # numpy's round (the notebooks'): 2.5 -> 2
+    half_up = "half_up"  # floor(x + 0.5)
+
+
+class Remainder(Enum):
+    last_epoch_unshuffled = "last_epoch_unshuffled"
+    next_epoch = "next_epoch"
+
+
+class Backbone(Enum):
+    small = "small"
+    resnet18_fpn = "resnet18_fpn"
+    resnet50_fpn = "resnet50_fpn"
+    mobilenet_v2_fpn = "mobilenet_v2_fpn"
+
+
+class MethodKind(Enum):
+    base = "base"  # method/base.yaml only: the shared phase-0 model
+    incremental = "incremental"
+    joint = "joint"
+
+
+def choices(enum: type[Enum]) -> tuple[str, ...]:
+    """The allowed values of a choice, in their order."""
+    return tuple(member.name for member in enum)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    train_json: str | None = MISSING
+    val_json: str | None = MISSING
+    image_root: Any = MISSING  # a folder, or {train: DIR, val: DIR}
+
+
+@dataclass
+class PhasesConfig:
+    base: int | None = MISSING
+    step: int | None = MISSING
+    num_incremental: int | None = MISSING
+    sizes: list[int] | None = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """A training phase's keys; their shared values: train/shared.yaml."""
+
+    iterations: int = MISSING
+    batch_size: int = MISSING
+    optimizer: Optimizer = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    bias_lr_factor: float = MISSING
+    weight_decay_bias: float | None = MISSING
+    schedule: Schedule = MISSING
+    steps: list[int] = MISSING
+    gamma: float = MISSING
+    warmup_iters: int = MISSING
+    warmup_factor: float = MISSING
+    freeze_backbone_stages: int = MISSING
+    flip_prob: float = MISSING
+    checkpoint_period: int = MISSING
+    log_period: int = MISSING
+    eval_period: int = MISSING
+    num_workers: int = MISSING
+    amp: Amp = MISSING
+    channels_last: bool = MISSING
+    aspect_grouping: bool = MISSING
+
+
+@dataclass
+class BaseTrainConfig(TrainConfig):
+    joint_budget: JointBudget = MISSING
+
+
+@dataclass
+class PhaseTrainConfig(TrainConfig):
+    model_overrides: dict[str, Any] = MISSING  # keys of `model`, for the phases' training
+
+
+@dataclass
+class ModelConfig:
+    backbone: Backbone = MISSING
+    backbone_weights: str | None = MISSING
+    fpn_channels: int = MISSING
+    stride_in_1x1: bool = MISSING
+    min_size: int = MISSING
+    max_size: int = MISSING
+    image_mean: list[float] = MISSING
+    image_std: list[float] = MISSING
+    anchor_sizes: list[int] = MISSING
+    aspect_ratios: list[float] = MISSING
+    rpn_pre_nms_top_n_train: int = MISSING
+    rpn_pre_nms_top_n_test: int = MISSING
+    rpn_post_nms_top_n_train: int = MISSING
+    rpn_post_nms_top_n_test: int = MISSING
+    rpn_batch_size_per_image: int = MISSING
+    representation_size: int = MISSING
+    mask_head_channels: int = MISSING
+    sampling_ratio: int = MISSING
+    cosine_scale: float = MISSING
+    learn_scale: bool = MISSING
+    regression_relu: bool = MISSING
+    box_score_thresh: float = MISSING
+    box_nms_thresh: float = MISSING
+    box_detections_per_img: int = MISSING
+    box_batch_size_per_image: int = MISSING
+    box_positive_fraction: float = MISSING
+    target_fallback_positives: int = MISSING
+    mask_weight_transfer: bool = MISSING
+    mask_mlp: bool = MISSING
+    mask_transfer_detach: bool = MISSING
+
+
+@dataclass
+class SmallModelConfig(ModelConfig):
+    """model/small.yaml: the small backbone's widths besides (stored as schema/model/small)."""
+
+    small_widths: list[int] = MISSING
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    kind: MethodKind = MISSING
+    replay: bool = MISSING
+    distill: bool = MISSING
+    meta: bool = MISSING
+    repeat_factor_sampling: bool = MISSING
+
+
+@dataclass
+class ReplayConfig:
+    variant: ReplayVariant = MISSING
+    quota_rounding: QuotaRounding = MISSING
+    remainder: Remainder = MISSING
+    world_size: int = MISSING
+
+
+@dataclass
+class DistillConfig:
+    weight: float = MISSING
+    group_images: int = MISSING
+
+
+@dataclass
+class MetaConfig:
+    episodes: int = MISSING
+    novel_per_episode: int = MISSING
+    shots: int = MISSING
+    queries: int = MISSING
+    per_class: int = MISSING
+    lr: float = MISSING
+    scale: float = MISSING
+
+
+@dataclass
+class EvalConfig:
+    score_thresh: float = MISSING
+    score_thresh_incremental: float = MISSING
+    max_dets: int = MISSING
+    fixed_ap: bool = MISSING
+    batch_size: int = MISSING
+    amp: Amp = MISSING
+    channels_last: bool = MISSING
+
+
+@dataclass
+class CheckConfig:
+    decode_images: bool = MISSING
+    workers: int = MISSING
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str | None = MISSING
+    split_dir: str | None = MISSING
+    init: str | None = MISSING
+    source_weights: str | None = MISSING
+    previous: str | None = MISSING
+    replay: str | None = MISSING
+    teacher_logits: str | None = MISSING
+    meta: str | None = MISSING
+    model: str | None = MISSING
+    work_dir: str | None = MISSING
+    eval_curve: str | None = MISSING
+    out_dir: str | None = MISSING
+    report: str | None = MISSING
+    metrics: list[str] = MISSING
+    per_class: list[str] = MISSING
+    curves: list[str] = MISSING
+    summary_table: str | None = MISSING
+    summary: str | None = MISSING
+    forgetting_plot: str | None = MISSING
+    per_class_plot: str | None = MISSING
+    eval_curve_plot: str | None = MISSING
+
+
+@dataclass
+class ReportModel:
+    method: str = MISSING
+    phase: int = MISSING
+
+
+@dataclass
+class ReportConfig:
+    models: list[ReportModel] = MISSING
+
+
+@dataclass
+class LstConfig:
+    seed: int = MISSING
+    threads: int = MISSING
+    device: str = MISSING
+    dataset: DatasetConfig = MISSING
+    phases: PhasesConfig = MISSING
+    model: ModelConfig = MISSING
+    train_base: BaseTrainConfig = MISSING
+    train_phase: PhaseTrainConfig = MISSING
+    method: MethodConfig = MISSING
+    rfs_threshold: float = MISSING
+    replay: ReplayConfig = MISSING
+    distill: DistillConfig = MISSING
+    meta: MetaConfig = MISSING
+    eval: EvalConfig = MISSING
+    check: CheckConfig = MISSING
+    demo: dict[str, Any] = MISSING  # fields of lst.demo.DemoSpec, checked by make_demo
+    paths: PathsConfig = MISSING
+    report: ReportConfig = MISSING
+    phase: int = MISSING
+
+
+def register() -> None:
+    """Store the schema in Hydra's ConfigStore (idempotent): ``schema`` for lst.yaml, ``schema/model/small``."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="schema", node=LstConfig)
+    store.store(group="schema/model", name="small", node=SmallModelConfig)
