@@ -789,3 +789,32 @@ def test_model_markdown_has_every_table_and_number():
         expected = "n/a" if np.isnan(segm.loc[c, "ap"]) else f"{100 * segm.loc[c, 'ap']:.1f}"
         assert r.split(" | ")[-2] == expected
     assert "n/a" in text
+
+
+def test_segmentation_rle_is_lvis_api_ann_to_rle(tmp_path):
+    """The one decoding of segmentations (training's mask targets and this evaluator) against lvis-api's."""
+    from lst.segmentation import segmentation_rle
+
+    height, width = 30, 40
+    full = np.zeros((height, width), np.uint8)
+    full[3:20, 5:17] = 1
+    compressed = mask_utils.encode(np.asfortranarray(full))
+    # uncompressed counts: the runs of 0s and 1s in column order, 0s first (full[0, 0] is 0)
+    values = full.ravel(order="F").astype(np.int64)
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[-1, values, -1]))).tolist()
+    segmentations = [
+        [[5.0, 10, 15, 10, 15, 25], [20.5, 2, 30, 2, 30, 9.5, 20.5, 9.5]],  # two polygon parts: one mask
+        {"size": [height, width], "counts": runs},
+        {"size": [height, width], "counts": compressed["counts"].decode()},
+    ]
+    anns = [{"id": i + 1, "image_id": 1, "category_id": 1, "segmentation": s, "area": 1.0, "bbox": [0, 0, 1, 1]}
+            for i, s in enumerate(segmentations)]  # fmt: skip
+    gt = {"images": [{"id": 1, "height": height, "width": width}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": anns}  # fmt: skip
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    reference = LVIS(str(tmp_path / "gt.json"))
+    for ann in anns:
+        ours, theirs = segmentation_rle(ann["segmentation"], height, width), reference.ann_to_rle(ann)
+        assert (mask_utils.decode(ours) == mask_utils.decode(theirs)).all()
+        assert ours["size"] == list(theirs["size"])
+    assert mask_utils.decode(segmentation_rle(segmentations[1], height, width)).tolist() == full.tolist()

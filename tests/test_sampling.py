@@ -6,6 +6,7 @@ from lst.errors import SamplingError
 from lst.sampling import (
     _grouped_rows,
     aspect_groups,
+    phase_seed,
     replay_epoch,
     replay_quotas,
     replay_stream,
@@ -201,6 +202,11 @@ def test_fixed_draw_keeps_the_images_but_reshuffles_the_epoch(split_and_annotati
     assert draws[0] == draws[1] == draws[2]
     order = [stream.loc[stream["epoch"] == e, ["image_id", "category_id"]].to_numpy().tolist() for e in range(2)]
     assert sorted(order[0]) == sorted(order[1]) and order[0] != order[1]
+
+
+def test_phase_seed_is_the_run_seed_offset_per_phase():
+    """build_replay and train_phase seed phase k with it: seed + 1000 k, as every run so far."""
+    assert [phase_seed(7, phase) for phase in range(3)] == [7, 1007, 2007]
 
 
 def test_unknown_variant_is_refused(split_and_annotations):

@@ -7,6 +7,7 @@ from lst.errors import SplitError
 from lst.splitting import (
     frequency_of,
     image_membership,
+    phase_count,
     phase_sizes,
     phase_summary,
     seen_categories,
@@ -48,6 +49,25 @@ def test_phase_sizes():
     assert phase_sizes(30, base=10, step=8) == [10, 8, 8, 4]
     assert phase_sizes(30, base=10, step=5, num_incremental=2) == [10, 5, 5]
     assert phase_sizes(30, sizes=[10, 20]) == [10, 20]
+
+
+def test_phase_count_is_the_split_s_and_counts_categories_only_when_it_must():
+    """The workflow's K (at DAG build time, from the train json) and the split step's phases: one rule."""
+
+    def uncounted() -> int:
+        raise AssertionError("the categories were counted")
+
+    assert phase_count({"sizes": [12, 6, 6], "base": 3, "step": 1}, uncounted) == 2  # sizes wins
+    assert phase_count({"base": 12, "step": 6, "num_incremental": 2, "sizes": None}, uncounted) == 2
+    for num, phases in [
+        (1230, {"base": 270, "step": 160}),
+        (30, {"base": 10, "step": 8}),
+        (24, {"base": 12, "step": 6}),
+    ]:
+        assert phase_count(phases, lambda num=num: num) == len(phase_sizes(num, **phases)) - 1
+    assert phase_count({"base": 270, "step": 160}, lambda: 1230) == 6
+    with pytest.raises(SplitError, match="phases.step = 0"):
+        phase_count({"base": 2, "step": 0}, lambda: 3)
 
 
 @pytest.mark.parametrize(

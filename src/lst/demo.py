@@ -80,6 +80,7 @@ import pycocotools.mask as mask_utils
 from PIL import Image
 
 from lst.errors import ConfigError
+from lst.splitting import frequency_of
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "hexagon")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -178,11 +179,7 @@ class DemoSpec:
 
     def frequency(self, image_count: int) -> str:
         """LVIS frequency group from a class's training image count, with this spec's thresholds."""
-        if image_count <= self.rare_max_images:
-            return "r"
-        if image_count <= self.common_max_images:
-            return "c"
-        return "f"
+        return str(frequency_of(np.asarray(image_count), (self.rare_max_images, self.common_max_images)))
 
 
 def class_names() -> list[str]:

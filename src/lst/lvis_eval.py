@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from lst import lvis_match
+from lst.segmentation import segmentation_rle
 
 logger = logging.getLogger(__name__)
 
@@ -264,17 +265,10 @@ class _GroundTruth:
 
     def rle(self, kept_index: int) -> dict:
         """The kept annotation's mask as a compressed RLE, converted as lvis-api's ``ann_to_rle`` does."""
-        from pycocotools import mask as mask_utils
-
         ann = self.gt["annotations"][int(self.ann_index[kept_index])]
         h, w = (int(v) for v in self.img_hw[int(self.ann_pair[kept_index]) // self.cat_ids.size])
         try:
-            segm = ann["segmentation"]
-            if isinstance(segm, list):  # polygons: one mask of all parts
-                return mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
-            if isinstance(segm["counts"], list):  # uncompressed RLE
-                return mask_utils.frPyObjects(segm, h, w)
-            return segm
+            return segmentation_rle(ann["segmentation"], h, w)
         except (KeyError, TypeError, IndexError) as e:
             raise ValueError(f"annotation {ann.get('id')} has no usable segmentation: {e!r}") from e
 

@@ -29,6 +29,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import roi_align
 
 from lst.errors import DataError
+from lst.segmentation import segmentation_rle
 
 INSTANCE_MASKS = "instance_masks"  # the target key
 MIN_EXTENT = 0.1  # pixels: a thinner RoI is rasterised as this wide (keeps the scaled coordinates finite)
@@ -39,17 +40,9 @@ def parse_segmentation(segmentation: str | list | dict) -> list | dict:
     return json.loads(segmentation) if isinstance(segmentation, str) else segmentation
 
 
-def _rle(segmentation: list | dict, height: int, width: int) -> dict:
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation.get("counts"), list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
-
-
 def segmentation_to_mask(segmentation: str | list | dict, height: int, width: int) -> np.ndarray:
     """Binary mask (H, W, uint8) of an LVIS/COCO segmentation: polygons, or RLE (raw or compressed)."""
-    return mask_utils.decode(_rle(parse_segmentation(segmentation), height, width))
+    return mask_utils.decode(segmentation_rle(parse_segmentation(segmentation), height, width))
 
 
 def rasterize_in_box(polygons: list[np.ndarray], box: np.ndarray, size: int) -> np.ndarray:
@@ -63,7 +56,7 @@ def rasterize_in_box(polygons: list[np.ndarray], box: np.ndarray, size: int) -> 
         shifted[0::2] = (polygon[0::2] - x0) * scale_x
         shifted[1::2] = (polygon[1::2] - y0) * scale_y
         local.append(shifted)
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(local, size, size)))
+    return mask_utils.decode(segmentation_rle(local, size, size))
 
 
 def crop_bitmasks(bitmasks: torch.Tensor, rows: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -105,7 +98,7 @@ class InstanceMasks:
             if isinstance(segmentation, list):
                 polygons.append([np.asarray(p, dtype=np.float64) for p in segmentation])
                 continue
-            mask = mask_utils.decode(_rle(segmentation, height, width))
+            mask = mask_utils.decode(segmentation_rle(segmentation, height, width))
             if mask.shape != (height, width):
                 raise DataError(f"an RLE of size {list(mask.shape)} on a {height}x{width} image")
             polygons.append(None)
@@ -137,8 +130,7 @@ class InstanceMasks:
             if polygons is None:
                 masks[i] = self.bitmasks[self.bitmask_rows[i]]
             else:
-                rle = mask_utils.merge(mask_utils.frPyObjects(polygons, self.height, self.width))
-                masks[i] = torch.from_numpy(mask_utils.decode(rle))
+                masks[i] = torch.from_numpy(mask_utils.decode(segmentation_rle(polygons, self.height, self.width)))
         return masks
 
     def crop_and_resize(

@@ -36,6 +36,11 @@ REMAINDERS = choices(Remainder)
 NO_TARGET = 0  # category_id of a sample that has no target class (base and joint training)
 
 
+def phase_seed(seed: int, phase: int) -> int:
+    """The seed of phase ``phase`` of a run seeded ``seed``: its replay stream and its training draw from it."""
+    return seed + 1000 * phase
+
+
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 

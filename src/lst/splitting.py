@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,15 +35,11 @@ def phase_sizes(
     Without ``num_incremental`` the steps continue until every category is placed (the last one may
     be smaller). Categories beyond the configured phases are never learned.
     """
+    phases = {"base": base, "step": step, "num_incremental": num_incremental, "sizes": sizes}
     if sizes is None:
-        if base is None or step is None:
-            raise SplitError("phases: give either 'sizes' or both 'base' and 'step'")
-        if base > num_categories:
+        if base is not None and base > num_categories:
             raise SplitError(f"phases.base = {base} is larger than the number of classes ({num_categories})")
-        if num_incremental is None:
-            if step <= 0:
-                raise SplitError(f"phases.step = {step}: a phase needs at least one class")
-            num_incremental = math.ceil((num_categories - base) / step)
+        num_incremental = phase_count(phases, lambda: num_categories)
         sizes = [base] + [step] * num_incremental
         key = "phases.base/step/num_incremental"
         rest = num_categories - base - step * (num_incremental - 1) if num_incremental else 0
@@ -58,6 +56,24 @@ def phase_sizes(
     if sum(sizes) > num_categories:
         raise SplitError(f"{key} need {sum(sizes)} classes ({sizes}) but the dataset has {num_categories}")
     return sizes
+
+
+def phase_count(phases: dict[str, Any], num_categories: Callable[[], int]) -> int:
+    """K, the number of incremental phases of the ``phases`` settings (``sizes`` wins over ``base`` + ``step``).
+
+    ``num_categories()`` is called only when K depends on it (``base`` + ``step`` without ``num_incremental``):
+    the workflow counts the categories of the train json for it when it builds the DAG, the split step has
+    them in its table."""
+    if phases.get("sizes") is not None:
+        return len(phases["sizes"]) - 1
+    base, step = phases.get("base"), phases.get("step")
+    if base is None or step is None:
+        raise SplitError("phases: give either 'sizes' or both 'base' and 'step'")
+    if phases.get("num_incremental") is not None:
+        return phases["num_incremental"]
+    if step <= 0:
+        raise SplitError(f"phases.step = {step}: a phase needs at least one class")
+    return math.ceil((num_categories() - base) / step)
 
 
 def frequency_of(image_count: np.ndarray, thresholds: tuple[int, int] = LVIS_FREQUENCY_THRESHOLDS) -> np.ndarray:

@@ -37,12 +37,13 @@ import msgspec
 import numpy as np
 
 from lst.io import atomic_path
+from lst.splitting import LVIS_FREQUENCY_THRESHOLDS, frequency_of
 
 log = logging.getLogger(__name__)
 
 COCO_URL = "http://images.cocodataset.org/{folder}/{id:012d}.jpg"
 COCO_MAX_ID = 581_929  # the largest COCO 2017 image id
-RARE_MAX, COMMON_MAX = 10, 100  # LVIS: r 1-10 training images, c 11-100, f above
+RARE_MAX, COMMON_MAX = LVIS_FREQUENCY_THRESHOLDS  # LVIS: r 1-10 training images, c 11-100, f above
 CHUNK = 1 << 16  # annotations generated and encoded at a time (fixed: the output must not depend on memory)
 
 
@@ -112,11 +113,6 @@ class _Split:
     first_annotation_id: int
     pair_image: np.ndarray  # distinct (image index, category id) pairs
     pair_category: np.ndarray
-
-
-def frequency_group(image_count: np.ndarray) -> np.ndarray:
-    """LVIS's rule on training image counts: r 1-10, c 11-100, f above."""
-    return np.where(image_count <= RARE_MAX, "r", np.where(image_count <= COMMON_MAX, "c", "f"))
 
 
 def _frequent_profile(num: int, low: int, high: int, target_sum: float) -> np.ndarray:
@@ -193,7 +189,7 @@ def _build_splits(spec: SyntheticLvisSpec) -> tuple[dict[str, np.ndarray], _Spli
         raise ValueError("need at least one training image and one category")
     rng = np.random.default_rng([spec.seed, 0])
     categories = _category_table(spec, rng)
-    frequent_ids = np.flatnonzero(frequency_group(categories["image_count"]) == "f") + 1
+    frequent_ids = np.flatnonzero(frequency_of(categories["image_count"]) == "f") + 1
     all_ids = rng.choice(np.arange(1, COCO_MAX_ID + 1), spec.train_images + spec.val_images, replace=False)
     all_ids = rng.permutation(np.sort(all_ids))
     splits = []
@@ -375,7 +371,7 @@ def generate(out_dir: str | Path, spec: SyntheticLvisSpec = SyntheticLvisSpec())
     """Write ``lvis_v1_train.json`` and ``lvis_v1_val.json`` into ``out_dir``; return a summary of them."""
     out_dir = Path(out_dir)
     categories, train, val = _build_splits(spec)
-    frequency = frequency_group(categories["image_count"])
+    frequency = frequency_of(categories["image_count"])
     category_list = [
         _Category(
             frequency=str(freq),

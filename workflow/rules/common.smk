@@ -15,6 +15,7 @@ from snakemake.settings.types import DeploymentMethod
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 import lst.conf
+from lst.splitting import phase_count
 from lst.steps.settings import READS, covers
 
 RESULTS = f"results/{config['dataset']['name']}"
@@ -61,17 +62,8 @@ def count_categories(train_json):
     return len(msgspec.json.decode(Path(train_json).read_bytes(), type=Categories).categories)
 
 
-def num_incremental_phases():
-    phases = config["phases"]
-    if "sizes" in phases:
-        return len(phases["sizes"]) - 1
-    if phases.get("num_incremental") is not None:
-        return phases["num_incremental"]
-    num = count_categories(config["dataset"]["train_json"])
-    return -(-(num - phases["base"]) // phases["step"])
-
-
-K = num_incremental_phases()
+# the incremental phases, as the split step counts them (the categories are read only if K depends on them)
+K = phase_count(config["phases"], lambda: count_categories(config["dataset"]["train_json"]))
 
 # Processes of each training job (DDP): one per GPU, or gloo processes on a CPU; above 1, torchrun starts them.
 PROCESSES_PER_TRAIN = config["processes_per_train"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lst import tables
-from lst.sampling import aspect_groups, replay_quotas, replay_stream
+from lst.sampling import aspect_groups, phase_seed, replay_quotas, replay_stream
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def main(cfg: dict[str, Any]) -> None:
         iterations=train_cfg["iterations"],
         batch_size=train_cfg["batch_size"],
         world_size=replay["world_size"],
-        seed=cfg["seed"] + 1000 * phase,
+        seed=phase_seed(cfg["seed"], phase),
         variant=replay["variant"],
         old_classes=method["replay"],
         flip_prob=train_cfg["flip_prob"],

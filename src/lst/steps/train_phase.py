@@ -22,6 +22,7 @@ from lst.meta import WeightGenerator, class_features
 from lst.model import build_model, grow_classifier
 from lst.periodic_eval import publish_curve, training_hooks
 from lst.phase_data import phase_data
+from lst.sampling import phase_seed
 from lst.steps import require, step, training_dir
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         cfg, "paths.data_dir", "paths.split_dir", "dataset.image_root", "paths.previous", "paths.replay", "paths.model"
     )
     work_dir = training_dir(cfg)
-    phase, train_cfg, seed = cfg["phase"], cfg["train_phase"], cfg["seed"] + 1000 * cfg["phase"]
+    phase, train_cfg, seed = cfg["phase"], cfg["train_phase"], phase_seed(cfg["seed"], cfg["phase"])
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
     previous = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
     old_ids = list(previous["category_ids"])
