@@ -151,7 +151,7 @@ def test_quota_rounding_by_hand():
     assert half_even == {1: 2, 2: 5, 5: 1}  # 2.5 -> 2 (numpy's round, the notebooks'); 0.5 -> 0 -> at least 1
     assert half_up == {1: 3, 2: 5, 5: 1}
     pd.testing.assert_frame_equal(replay_quotas(split, 1), replay_quotas(split, 1, "half_even"))
-    with pytest.raises(SamplingError, match="replay.quota_rounding"):
+    with pytest.raises(ValueError, match="'nearest' is not a valid QuotaRounding"):  # lst.conf.schema's choices
         replay_quotas(split, 1, "nearest")
 
 
@@ -243,7 +243,7 @@ def test_next_epoch_remainder_and_short_budgets(split_and_annotations):
     short = replay_stream(split, annotations, 1, iterations=20, batch_size=1, seed=4)
     pairs = ["image_id", "category_id"]
     assert short[pairs].values.tolist() == longer.head(20)[pairs].values.tolist()
-    with pytest.raises(SamplingError, match="replay.remainder"):
+    with pytest.raises(ValueError, match="'shuffled' is not a valid Remainder"):  # lst.conf.schema
         replay_stream(split, annotations, 1, iterations=20, batch_size=1, remainder="shuffled")
 
 
