@@ -54,8 +54,12 @@ def test_every_choice_is_checked_at_composition():
         ("train_base.iterations=many", "train_base.iterations: Value 'many' of type 'str' could not be converted"),
         ("phases.sizes=[2,x]", "phases.sizes[1]: Value 'x' of type 'str' could not be converted to Integer"),
         ("preset=lvis_v2", "config: In 'lst': Could not find 'preset/lvis_v2'"),
+        ("+train_phase.model_overrides.box_batch_size_per_imag=3",
+         "train_phase.model_overrides.box_batch_size_per_imag: not a key of model (did you mean box_batch_size_per"),
+        ("+train_phase.model_overrides.min_size=big",
+         "train_phase.model_overrides.min_size: Value 'big' of type 'str' could not be converted to Integer"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_override_is_one_line_naming_the_key(override, message):
     assert message in _refused(override)
 

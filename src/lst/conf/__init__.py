@@ -71,9 +71,27 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return to_values(hydra_compose("lst", overrides=list(overrides)))
+            cfg = hydra_compose("lst", overrides=list(overrides))
+        values = to_values(cfg)
     except (HydraException, OmegaConfBaseException) as error:
         raise config_error(error) from None
+    _check_model_overrides(cfg)
+    return values
+
+
+def _check_model_overrides(cfg: DictConfig) -> None:
+    """train_phase.model_overrides: keys of ``model`` (a dict in the schema, so checked here), of their types."""
+    key = "train_phase.model_overrides"
+    overrides = cfg.train_phase.model_overrides
+    for name in overrides:
+        if name not in cfg.model:
+            close = difflib.get_close_matches(str(name), list(cfg.model), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{key}.{name}: not a key of model{hint}")
+    try:
+        OmegaConf.merge(cfg.model, overrides)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{key}.{error.key}: {str(error.msg).splitlines()[0]}") from None
 
 
 def to_values(cfg: DictConfig) -> dict[str, Any]:
