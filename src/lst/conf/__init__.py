@@ -26,7 +26,7 @@ from lst.errors import ConfigError
 schema.register()
 
 CONF_DIR = Path(__file__).parent
-METHOD_DIR = Path(__file__).parent / "method"
+METHOD_DIR = CONF_DIR / "method"
 BASE = "base"  # method/base.yaml: the shared phase-0 model, the steps' default; not a method to run
 KINDS = tuple(kind for kind in schema.choices(schema.MethodKind) if kind != BASE)  # what a method is
 
