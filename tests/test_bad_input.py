@@ -220,7 +220,7 @@ def test_impossible_phases_are_refused(dataset, tmp_path, capfd, name):
         ("replay.remainder=shuffled", "replay.remainder: 'shuffled' is not one of last_epoch_unshuffled"),
         ("replay.world_size=0", "replay.world_size: 0; the stream is for at least 1 training process"),
         ("train_phase.iterations=0", "train_phase.iterations: 0; a stream needs at least 1"),
-        ("train_phase.flip_prob=2", "train_phase.flip_prob: 2 is not a probability"),
+        ("train_phase.flip_prob=2", "train_phase.flip_prob: 2.0 is not a probability"),  # a float key
         ("phase=3", "phase: phase 3 has no classes"),
     ],
 )
