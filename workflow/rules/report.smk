@@ -24,3 +24,23 @@ rule report:
         **step_params("report"),
     shell:
         STEP + " && echo 'lst: summary written to {output.summary}'"
+
+
+rule gallery:
+    input:
+        CHECKED,
+        data_dir=DATA,
+        split_dir=SPLIT,
+        detections=GALLERY,
+    output:
+        gallery=report(f"{RESULTS}/plots/gallery.png", caption="../report/gallery.rst", category="Plots"),
+    log:
+        f"{RESULTS}/logs/gallery.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gallery.tsv"
+    conda:
+        ENV
+    params:
+        **step_params("gallery"),
+    shell:
+        STEP
