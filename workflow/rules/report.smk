@@ -5,6 +5,7 @@ rule report:
     output:
         summary_table=f"{RESULTS}/summary.parquet",
         summary=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Results"),
+        summary_html=f"{RESULTS}/summary.html",  # the report's front page inlines it
         forgetting_plot=report(
             f"{RESULTS}/plots/forgetting.png", caption="../report/forgetting.rst", category="Plots"
         ),
