@@ -106,7 +106,8 @@ def draw_panel(
         return panel
     masks = F.interpolate(masks[None].float(), size=shape, mode="nearest")[0].bool()
     panel = draw_segmentation_masks(panel, masks, alpha=0.5, colors=colours)
-    return draw_bounding_boxes(panel, boxes * scale, labels, colors=colours, width=2, font=str(FONT), font_size=12)
+    return draw_bounding_boxes(panel, boxes * scale, labels, colors=colours, width=2, font=str(FONT), font_size=12,
+                               label_colors="black", fill_labels=True)  # fmt: skip
 
 
 def ground_truth_panel(data: DetectionData, image_id: int, image: torch.Tensor, names: dict[int, str]) -> torch.Tensor:
@@ -162,11 +163,12 @@ def write_gallery(
 
 def save_grid(rows: list[list[torch.Tensor]], columns: list[str], row_names: list[str], path: str | os.PathLike):
     """The panels as a PNG of ``len(columns)`` x ``len(rows)`` cells of CELL inches at DPI, columns titled."""
-    height = CELL * max(len(rows), 1) + TITLE
-    figure = plt.figure(figsize=(CELL * len(columns), height), dpi=DPI)
-    top = 1 - TITLE / height
-    axes = figure.subplots(max(len(rows), 1), len(columns), squeeze=False, gridspec_kw=dict(top=top, bottom=0))
-    figure.subplots_adjust(left=0.02, right=0.98, wspace=0.04, hspace=0.12)
+    width, height = CELL * len(columns), CELL * max(len(rows), 1) + TITLE
+    figure = plt.figure(figsize=(width, height), dpi=DPI)
+    axes = figure.subplots(max(len(rows), 1), len(columns), squeeze=False)
+    # in inches: room for the row names on the left, the column titles on top
+    figure.subplots_adjust(left=0.3 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - TITLE / height,
+                           wspace=0.04, hspace=0.12)  # fmt: skip
     for column, title in enumerate(columns):
         axes[0][column].set_title(title, fontsize=11)
     for axes_row, panels, name in zip(axes, rows, row_names, strict=False):
