@@ -14,8 +14,9 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser")
 # result shown as the report's own button does (app.setView content "img"); the findings go into the DOM.
 PROBE = """
 <script>
+const lstSleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));  // virtual time: instant
 async function lstLoaded(img) {
-  try { await img.decode(); } catch (error) {}
+  for (let i = 0; i < 100 && !img.complete; i++) await lstSleep(100);  // (img.decode() stalls headless)
   return {src: img.src.slice(0, 40), loaded: img.complete && img.naturalWidth > 0, width: img.naturalWidth};
 }
 async function lstProbe() {
@@ -26,16 +27,20 @@ async function lstProbe() {
   for (const [path, entry] of Object.entries(results)) {
     if (!entry.mime_type.startsWith("image/")) continue;
     app.setView({content: "img", contentPath: entry.data_uri, resultPath: path});
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await lstSleep(200);
     const img = [...document.querySelectorAll("#app img")].find((image) => image.src === entry.data_uri);
     found.results[path] = img ? await lstLoaded(img) : null;
   }
+  return found;
+}
+function lstReport(found) {
   const out = document.createElement("pre");
   out.id = "lst-probe";
   out.textContent = JSON.stringify(found);
   document.body.appendChild(out);
 }
-window.addEventListener("load", () => setTimeout(lstProbe, 500));
+const lstFailed = (error) => lstReport({error: String(error)});
+window.addEventListener("load", () => setTimeout(() => lstProbe().then(lstReport, lstFailed), 500));
 </script>
 """
 
@@ -57,6 +62,7 @@ def rendered(tiny_report, tmp_path_factory) -> dict:
     assert 'id="lst-probe"' in dom, f"the probe did not run:\n{dom[-2000:]}\n{result.stderr[-2000:]}"
     text = dom.split('id="lst-probe">', 1)[1].split("</pre>", 1)[0]
     found = json.loads(html_module.unescape(text))
+    assert "error" not in found, found["error"]
     return found | {"summary": (tiny_report.parent / "results/demo/summary.md").read_text()}
 
 
