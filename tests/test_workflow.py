@@ -176,9 +176,11 @@ def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
     jobs, triggered = dry_run_jobs(root, phases={"base": 10, "step": 7, "num_incremental": 2})
     assert triggered == {"split"} and {"split", "build_replay", "train_base", "report"} <= jobs
     assert not {"make_demo", "prepare_data", "check_data"} & jobs
-    # the gallery settings: the evaluations draw their own, the gallery rule the dataset's (not the report)
-    jobs, triggered = dry_run_jobs(root, overrides={"all": ["report.gallery.images=2"]})
-    assert triggered == {"evaluate", "gallery"} and not DATA_STEPS & jobs
+    # the gallery settings: the evaluations draw their own, the gallery rule the dataset's; not the report
+    fewer = {"overrides": {"all": ["report.gallery.images=2"]}}
+    jobs, triggered = dry_run_jobs(root, **fewer)
+    assert triggered == {"evaluate"} and {"gallery", "report"} <= jobs and not DATA_STEPS & jobs
+    assert dry_run_jobs(root, "results/demo/plots/gallery.png", "--allowed-rules", "gallery", **fewer)[1] == {"gallery"}
     # the seed: the steps that draw random numbers (samples, initialisation, episodes)
     jobs, triggered = dry_run_jobs(root, seed=1)
     assert {"build_replay", "train_base", "train_joint"} <= triggered <= readers | {"train_meta"}
