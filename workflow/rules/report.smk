@@ -24,7 +24,7 @@ rule report:
     params:
         **step_params("report"),
     shell:
-        STEP + " && echo 'lst: summary written to {output.summary}'"
+        f"{STEP} && echo 'lst: summary written to {{output.summary}}'"
 
 
 rule gallery:
