@@ -36,4 +36,5 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         f"{RESULTS}/summary.md",
+        f"{RESULTS}/plots/gallery.png",
     default_target: True

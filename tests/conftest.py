@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from workflow_copy import run_snakemake, workflow_copy
 
 from lst.testing import draw_images, write_lvis
 from lst.weights import torchvision_layout
@@ -62,6 +63,28 @@ def printed(capfd: pytest.CaptureFixture) -> str:
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if not p.is_dir()) if folder.exists() else []
+
+
+# --------------------------------------------------------------------------- the tiny DAG run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole DAG on the embedded dataset with the tiny preset (about 3 minutes on 2 cores): the workflow
+    copy's root and snakemake's result. One run per session, shared by the end-to-end tests."""
+    root = workflow_copy(
+        tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "lst_meta", "joint_rfs"]
+    )
+    result = run_snakemake(root)
+    return root, result
+
+
+@pytest.fixture(scope="session")
+def tiny_report(tiny_run) -> Path:
+    """``snakemake --report report.html`` of the tiny run."""
+    root, _ = tiny_run
+    run_snakemake(root, "--report", "report.html")
+    return root / "report.html"
 
 
 # --------------------------------------------------------------------------- tiny LVIS datasets

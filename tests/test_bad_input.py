@@ -381,7 +381,8 @@ def _config_case_args(step: str, dataset, split_dir, out: Path, request) -> list
     if step == "train_meta":
         return [*data, f"paths.previous={request.getfixturevalue('base_model')}", f"paths.model={out / 'meta.pt'}"]
     if step == "evaluate":
-        return [*data, f"paths.model={request.getfixturevalue('base_model')}", f"paths.out_dir={out}"]
+        return [*data, f"paths.model={request.getfixturevalue('base_model')}", f"paths.out_dir={out}",
+                f"paths.gallery={out / 'gallery.png'}"]  # fmt: skip
     if step == "check_data":
         return [*data, f"paths.report={out / 'check.md'}"]
     if step == "make_demo":

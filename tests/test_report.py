@@ -1,6 +1,10 @@
+import base64
+import re
+
 import pandas as pd
 
 from lst.report import summarize, summary_markdown
+from lst.summary_page import summary_html
 
 
 def _metrics(ap: float, phases: int) -> pd.DataFrame:
@@ -37,3 +41,14 @@ def test_plots_are_written(tmp_path):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
         assert (tmp_path / name).stat().st_mode & 0o044  # readable by others, like any new file
+
+
+def test_summary_html_holds_the_tables_and_the_plot(tmp_path):
+    plot = tmp_path / "forgetting.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n not really a picture")
+    text = "# demo: results\n\n## AP_phase<j>\n\n| method | AP<10 |\n|---|---|\n| lst | 47.7 |\n"
+    html = summary_html(text, plot)
+    assert "<th>method</th>" in html and "<td>lst</td>" in html and "<td>47.7</td>" in html
+    assert "<h2>AP_phase&lt;j&gt;</h2>" in html and "<th>AP&lt;10</th>" in html  # text, not tags
+    (data,) = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert base64.b64decode(data) == plot.read_bytes()

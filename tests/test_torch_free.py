@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ingestion, tables, split, sampling, checks, synthetic and demo data, the errors, the evaluator, the report
 DATA_MODULES = [
     "lst.errors", "lst.io", "lst.lvis_json", "lst.tables", "lst.splitting", "lst.sampling", "lst.data_check",
-    "lst.synthetic_lvis", "lst.demo", "lst.testing", "lst.lvis_eval", "lst.report", "lst.steps",
+    "lst.synthetic_lvis", "lst.demo", "lst.testing", "lst.lvis_eval", "lst.report", "lst.summary_page", "lst.steps",
     "lst.steps.prepare_data", "lst.steps.check_data", "lst.steps.split", "lst.steps.build_replay",
     "lst.steps.make_demo",
 ]  # fmt: skip

@@ -11,18 +11,12 @@ import pytest
 import torch
 import yaml
 from conftest import step_command
+from PIL import Image
 from workflow_copy import REPO, run_snakemake, workflow_copy
 
+from lst import gallery
+
 METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = workflow_copy(
-        tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "lst_meta", "joint_rfs"]
-    )
-    result = run_snakemake(root)
-    return root, result
 
 
 def test_whole_dag_writes_every_interface_file(tiny_run):
@@ -100,22 +94,35 @@ def test_metrics_and_summary(tiny_run):
     assert "| finetune |" in table and "| lst |" in table and "| joint_rfs |" in table
     for plot in ("forgetting.png", "per_class_ap.png", "eval_curve.png"):
         assert (results / "plots" / plot).read_bytes().startswith(b"\x89PNG")
+    # the galleries: a row per chosen val image, the ground truth and a column per model of the last phase
+    # (plots/), or the model itself (eval/ of each model)
+    cell, title = round(gallery.CELL * gallery.DPI), round(gallery.TITLE * gallery.DPI)
+    for png, columns in [
+        ("plots/gallery.png", 5),
+        ("lst/phase2/eval/gallery.png", 2),
+        ("lst/phase0/eval/gallery.png", 2),
+    ]:
+        with Image.open(results / png) as image:
+            assert image.size == (columns * cell, 6 * cell + title), png
+    assert "wrote results/demo/plots/gallery.png: images [" in (results / "logs/gallery.log").read_text()
     # periodic evaluation is off in the tiny preset: every model has an empty curve
     for folder in ("base/phase0", "lst/phase0", "lst/phase2", "joint_rfs/phase2"):
         curve = pd.read_parquet(results / folder / "eval_curve.parquet")
         assert list(curve.columns) == ["iteration", "iou_type", "metric", "value"] and curve.empty
 
 
-def test_html_report(tiny_run):
-    root, _ = tiny_run
-    run_snakemake(root, "--report", "report.html")
-    html = (root / "report.html").read_text(errors="replace")
+def test_html_report(tiny_report):
+    html = tiny_report.read_text(errors="replace")
     assert "forgetting.png" in html and "per_class_ap.png" in html and "eval_curve.png" in html
+    assert "gallery.png" in html
 
 
 def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
     root, _ = tiny_run
     assert "Nothing to be done" in run_snakemake(root, "-n").stdout
+    # each gallery is an output of its rule: forced, the rule's job is what would run
+    for target, rule in [("lst/phase2/eval/gallery.png", "evaluate"), ("plots/gallery.png", "gallery")]:
+        assert jobs_of(run_snakemake(root, "-n", "--force", f"results/demo/{target}").stdout) == {rule}
     dry = run_snakemake(root, "-n", "--forcerun", "train_phase").stdout
     assert "train_base" not in dry.split("Job stats")[1]
     assert "train_phase" in dry
@@ -142,9 +149,13 @@ def dry_run_jobs(root, *args, **changes) -> tuple[set[str], set[str]]:
         dry = run_snakemake(root, "-n", *args).stdout
     finally:
         (root / "test.yaml").write_text(original)
-    jobs = {line.split()[0] for line in dry.split("Job stats:")[-1].split("\n\n")[0].splitlines()[3:]}
     provenance = re.search(r"Rules with provenance triggered jobs: (.*)", dry)
-    return jobs - {"total"}, set(provenance[1].split()) if provenance else set()
+    return jobs_of(dry), set(provenance[1].split()) if provenance else set()
+
+
+def jobs_of(dry: str) -> set[str]:
+    """The rules of the jobs in a dry run's job stats."""
+    return {line.split()[0] for line in dry.split("Job stats:")[-1].split("\n\n")[0].splitlines()[3:]} - {"total"}
 
 
 DATA_STEPS = {"make_demo", "prepare_data", "check_data", "split"}
@@ -165,6 +176,11 @@ def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
     jobs, triggered = dry_run_jobs(root, phases={"base": 10, "step": 7, "num_incremental": 2})
     assert triggered == {"split"} and {"split", "build_replay", "train_base", "report"} <= jobs
     assert not {"make_demo", "prepare_data", "check_data"} & jobs
+    # the gallery settings: the evaluations draw their own, the gallery rule the dataset's; not the report
+    fewer = {"overrides": {"all": ["report.gallery.images=2"]}}
+    jobs, triggered = dry_run_jobs(root, **fewer)
+    assert triggered == {"evaluate"} and {"gallery", "report"} <= jobs and not DATA_STEPS & jobs
+    assert dry_run_jobs(root, "results/demo/plots/gallery.png", "--allowed-rules", "gallery", **fewer)[1] == {"gallery"}
     # the seed: the steps that draw random numbers (samples, initialisation, episodes)
     jobs, triggered = dry_run_jobs(root, seed=1)
     assert {"build_replay", "train_base", "train_joint"} <= triggered <= readers | {"train_meta"}

@@ -71,7 +71,8 @@ TRAINING = ("train_base", "train_phase")  # the steps that run under torchrun
 
 # a phase-0 model folder's files, linked from base/phase0 into every incremental method's phase0
 BASE_FILES = ("model.pt", "eval_curve.parquet") + tuple(
-    f"eval/{name}" for name in ("metrics.parquet", "per_class.parquet", "detections.parquet", "metrics.md")
+    f"eval/{name}"
+    for name in ("metrics.parquet", "per_class.parquet", "detections.parquet", "metrics.md", "gallery.png")
 )
 # the trimmed COCO checkpoint the base phase starts from, when the config names one
 INIT = f"{RESULTS}/weights/init.pt" if config["weights"] else None
@@ -96,6 +97,8 @@ REPORT = {
         ("curves", "eval_curve.parquet"),
     )
 }
+# the gallery's columns: the detections of the models of the last phase, in the order of REPORTED
+GALLERY = [f"{RESULTS}/{method}/phase{phase}/eval/detections.parquet" for method, phase in REPORTED if phase == K]
 BASE_LINKS = [
     f"{RESULTS}/{method}/phase0/{file}" for method in config["methods"] if method in INCREMENTAL for file in BASE_FILES
 ]

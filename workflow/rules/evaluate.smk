@@ -12,6 +12,8 @@ rule evaluate:
             "detections.parquet",
             "metrics.md",
         ),
+        # not a report() item: the report names its files by file name, and every model's is gallery.png
+        gallery=f"{RESULTS}/{{method}}/phase{{phase}}/eval/gallery.png",
     log:
         f"{RESULTS}/logs/evaluate/{{method}}_phase{{phase}}.log",
     benchmark:

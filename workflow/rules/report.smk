@@ -5,6 +5,7 @@ rule report:
     output:
         summary_table=f"{RESULTS}/summary.parquet",
         summary=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Results"),
+        summary_html=f"{RESULTS}/summary.html",  # the report's front page inlines it
         forgetting_plot=report(
             f"{RESULTS}/plots/forgetting.png", caption="../report/forgetting.rst", category="Plots"
         ),
@@ -23,4 +24,24 @@ rule report:
     params:
         **step_params("report"),
     shell:
-        STEP + " && echo 'lst: summary written to {output.summary}'"
+        f"{STEP} && echo 'lst: summary written to {{output.summary}}'"
+
+
+rule gallery:
+    input:
+        CHECKED,
+        data_dir=DATA,
+        split_dir=SPLIT,
+        detections=GALLERY,
+    output:
+        gallery=report(f"{RESULTS}/plots/gallery.png", caption="../report/gallery.rst", category="Plots"),
+    log:
+        f"{RESULTS}/logs/gallery.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gallery.tsv"
+    conda:
+        ENV
+    params:
+        **step_params("gallery"),
+    shell:
+        STEP

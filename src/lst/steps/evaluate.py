@@ -11,6 +11,7 @@ import pandas as pd
 from lst import tables
 from lst.checkpoint import load_checkpoint
 from lst.errors import CheckpointError
+from lst.gallery import draw_gallery, gallery_settings
 from lst.inference import detect, ground_truth
 from lst.io import write_text_atomic
 from lst.lvis_eval import FIXED_AP_DETS_PER_CLASS
@@ -31,10 +32,12 @@ def main(cfg: dict[str, Any]) -> None:
     (image_root,) = require(cfg, "dataset.image_root")  # one folder, or {train: DIR, val: DIR}
     phase, eval_cfg = cfg["phase"], cfg["eval"]
     options = evaluation_options(eval_cfg)  # bad settings fail before anything is computed or written
+    gallery_settings(cfg["report"]["gallery"])
     checkpoint = load_checkpoint(model_path, required=("model", "category_ids", "config"))
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
     if checkpoint["category_ids"] != data.category_ids.tolist():
         raise CheckpointError(f"{model_path}: trained for other classes than phases 0..{phase} of this split")
+    (gallery,) = require(cfg, "paths.gallery")
     model_cfg = dict(checkpoint["config"]["model"])
     threshold = eval_cfg["score_thresh"] if phase == 0 else eval_cfg["score_thresh_incremental"]
     model_cfg.update(box_score_thresh=threshold, box_detections_per_img=eval_cfg["max_dets"])
@@ -67,7 +70,8 @@ def main(cfg: dict[str, Any]) -> None:
         rule = f"at most {eval_cfg['max_dets']} detections per image"
     title = f"{cfg['method']['name']}, phase {phase}: {len(data.image_ids())} val images, {len(seen)} classes, {rule}"
     write_text_atomic(out_dir / "metrics.md", model_markdown(metrics, per_class_table, title))
-    log.info("wrote %s", out_dir)
+    draw_gallery(data, split, {f"{cfg['method']['name']} phase {phase}": detections}, cfg["report"]["gallery"], gallery)
+    log.info("wrote %s and %s", out_dir, gallery)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ from lst.periodic_eval import read_curve
 from lst.plots import eval_curve_plot, forgetting_plot, per_class_plot
 from lst.report import summarize, summary_markdown
 from lst.steps import require, step
+from lst.summary_page import summary_html
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("summary_table", "summary", "forgetting_plot", "per_class_plot", "eval_curve_plot")
+OUTPUTS = ("summary_table", "summary", "summary_html", "forgetting_plot", "per_class_plot", "eval_curve_plot")
 
 
 @step
@@ -44,6 +45,7 @@ def main(cfg: dict[str, Any]) -> None:
     tables.write_table(summary, outputs["summary_table"], tables.SUMMARY)
     markdown = summary_markdown(summary, cfg["dataset"]["name"])
     write_text_atomic(Path(outputs["summary"]), markdown)
+    write_text_atomic(Path(outputs["summary_html"]), summary_html(markdown, outputs["forgetting_plot"]))
     log.info("summary:\n%s", markdown)
     log.info("wrote %s and %s", outputs["summary_table"], outputs["summary"])
 

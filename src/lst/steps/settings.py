@@ -32,8 +32,9 @@ READS: dict[str, tuple[str, ...]] = {
         "device", "seed", "method.name", "method.distill", "method.meta", "train_phase", "distill", "meta.per_class",
         *_PERIODIC_EVAL,
     ),
-    "evaluate": ("device", "phase", "dataset.image_root", "method.name", "eval"),
-    "report": ("dataset.name", "report"),
+    "evaluate": ("device", "phase", "dataset.image_root", "method.name", "eval", "report.gallery"),
+    "gallery": ("dataset.image_root", "report.models", "report.gallery"),
+    "report": ("dataset.name", "report.models"),
 }  # fmt: skip
 
 

@@ -1,0 +1,41 @@
+"""Draw the dataset's gallery: the last phase's models on the same val images, beside the ground truth."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from lst.errors import ConfigError
+from lst.gallery import draw_gallery, gallery_settings
+from lst.phase_data import load_split, phase_data
+from lst.steps import require, step
+
+log = logging.getLogger(__name__)
+
+
+@step
+def main(cfg: dict[str, Any]) -> None:
+    """A column per model of ``report.models`` in its last phase, whose detections ``paths.detections`` lists
+    in the same order."""
+    data_dir, split_dir, gallery, files = require(
+        cfg, "paths.data_dir", "paths.split_dir", "paths.gallery", "paths.detections"
+    )
+    (image_root,) = require(cfg, "dataset.image_root")
+    gallery_settings(cfg["report"]["gallery"])  # bad settings fail before anything is read
+    models = cfg["report"]["models"]
+    if not models:
+        raise ConfigError("report.models: no models (the rule passes them)")
+    phase = max(int(model["phase"]) for model in models)
+    columns = [model["method"] for model in models if int(model["phase"]) == phase]
+    files = [files] if isinstance(files, str) else files
+    if len(files) != len(columns):
+        raise ConfigError(f"paths.detections: {len(files)} files for the {len(columns)} models of phase {phase}")
+    data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
+    detections = {name: Path(path) for name, path in zip(columns, files, strict=True)}
+    image_ids = draw_gallery(data, load_split(split_dir), detections, cfg["report"]["gallery"], gallery)
+    log.info("wrote %s: images %s, phase %d", gallery, image_ids, phase)
+
+
+if __name__ == "__main__":
+    main()
