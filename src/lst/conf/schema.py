@@ -240,9 +240,12 @@ class PathsConfig:
     curves: list[str] = MISSING
     summary_table: str | None = MISSING
     summary: str | None = MISSING
+    summary_html: str | None = MISSING
     forgetting_plot: str | None = MISSING
     per_class_plot: str | None = MISSING
     eval_curve_plot: str | None = MISSING
+    detections: list[str] = MISSING
+    gallery: str | None = MISSING
 
 
 @dataclass
@@ -252,8 +255,15 @@ class ReportModel:
 
 
 @dataclass
+class GalleryConfig:
+    images: int = MISSING
+    score_thresh: float = MISSING
+
+
+@dataclass
 class ReportConfig:
     models: list[ReportModel] = MISSING
+    gallery: GalleryConfig = MISSING
 
 
 @dataclass
