@@ -1,6 +1,6 @@
 """Every snakemake command that README.md and docs/ show runs as written: each is dry-run (the DAG is built and
-checked, nothing is trained) in a copy of the workflow. Files the docs ask the user to write (a yaml block whose
-first line is ``# <path>``) are written first; dataset files that a config names and the copy lacks get empty
+checked, nothing is trained) in a copy of the workflow. Files the docs ask the user to write (a yaml block that
+names its ``# <path>``) are written first; dataset files that a config names and the copy lacks get empty
 stand-ins, since a dry run reads none of them."""
 
 import os
@@ -50,13 +50,14 @@ def documented_commands() -> list[tuple[str, str]]:
 
 
 def files_to_write() -> dict[str, str]:
-    """The yaml files the docs ask the user to write: a block whose first line is ``# <path>``."""
+    """The yaml files the docs ask the user to write: a block with a ``# <path>`` line among its first two (a
+    Hydra ``# @package`` line comes first)."""
     files = {}
     for doc in DOCS:
         for block in fenced_blocks(doc.read_text(), "yaml"):
-            first = block.splitlines()[0]
-            if re.fullmatch(r"# [\w./-]+\.yaml", first):
-                files[first[2:]] = block
+            for line in block.splitlines()[:2]:
+                if re.fullmatch(r"# [\w./-]+\.yaml", line):
+                    files[line[2:]] = block
     return files
 
 
