@@ -1,4 +1,4 @@
-# lst: Learning to Segment the Tail as one DAG.  snakemake --cores N   (see README.md)
+# lst: Learning to Segment the Tail as one DAG.  snakemake --cores N   (see README.md and docs/)
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -223,7 +223,7 @@ replay:
 
 
 def test_a_method_is_one_file(tmp_path):
-    """README's worked example: a file in src/lst/conf/method/ is a method of the DAG, its steps compose it."""
+    """docs/extending.md's worked example: a file in src/lst/conf/method/ is a method of the DAG, its steps compose it."""
     root = workflow_copy(tmp_path, preset="tiny", methods=["lst", "lst_fixed_draw"])
     refused = run_snakemake(root, "-n", check=False)
     assert refused.returncode != 0 and "config methods: lst_fixed_draw unknown" in refused.stdout + refused.stderr

@@ -1,0 +1,118 @@
+"""Every snakemake command that README.md and docs/ show runs as written: each is dry-run (the DAG is built and
+checked, nothing is trained) in a copy of the workflow. Files the docs ask the user to write (a yaml block that
+names its ``# <path>``) are written first; dataset files that a config names and the copy lacks get empty
+stand-ins, since a dry run reads none of them."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_copy import REPO, workflow_copy
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SHARED = REPO.parent / "shared"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+INLINE = re.compile(r"`((?:\.venv/bin/)?snakemake [^`]+)`")
+
+
+def fenced_blocks(text: str, language: str) -> list[str]:
+    return [body for lang, body in FENCE.findall(text) if lang == language]
+
+
+def shell_commands(block: str) -> list[str]:
+    """The snakemake commands of a bash block: continuation lines joined, comments dropped, `&&` chains split."""
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        while words:
+            end = words.index("&&") if "&&" in words else len(words)
+            if words[0].endswith("snakemake"):
+                commands.append(shlex.join(words[:end]))
+            words = words[end + 1 :]
+    return commands
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(where, command) for every snakemake command in a bash block or inline code of the docs."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text()
+        name = doc.relative_to(REPO)
+        for block in fenced_blocks(text, "bash"):
+            found += [(f"{name}: {command}", command) for command in shell_commands(block)]
+        found += [(f"{name}: {command}", command) for command in INLINE.findall(text)]
+    return found
+
+
+def files_to_write() -> dict[str, str]:
+    """The yaml files the docs ask the user to write: a block with a ``# <path>`` line among its first two (a
+    Hydra ``# @package`` line comes first)."""
+    files = {}
+    for doc in DOCS:
+        for block in fenced_blocks(doc.read_text(), "yaml"):
+            for line in block.splitlines()[:2]:
+                if re.fullmatch(r"# [\w./-]+\.yaml", line):
+                    files[line[2:]] = block
+    return files
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A copy of the workflow beside a link to ../shared (where the real-photo configs find their data)."""
+    base = tmp_path_factory.mktemp("docs")
+    if SHARED.is_dir():
+        (base / "shared").symlink_to(SHARED)
+    root = workflow_copy(base / "repo")
+    for path, text in files_to_write().items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
+
+
+def stand_in_inputs(root: Path, configfiles: list[str]) -> None:
+    """Empty files for the dataset and weight paths of ``configfiles`` that the copy lacks (never under ../)."""
+    for configfile in configfiles:
+        config = yaml.safe_load((root / configfile).read_text()) or {}
+        paths = [config.get("dataset", {}).get(key) for key in ("train_json", "val_json")]
+        paths += [config.get(key) for key in ("weights", "backbone_weights")]
+        for path in paths:
+            if path and not path.startswith("..") and not (root / path).exists():
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                (root / path).touch()
+
+
+def configfiles_of(words: list[str]) -> list[str]:
+    if "--configfile" not in words:
+        return []
+    after = words[words.index("--configfile") + 1 :]
+    return [word for word in after[: next((i for i, w in enumerate(after) if w.startswith("-")), len(after))]]
+
+
+@pytest.mark.parametrize("command", [c for _, c in documented_commands()], ids=[w for w, _ in documented_commands()])
+def test_documented_command_dry_runs(command: str, checkout: Path):
+    words = shlex.split(command)
+    if any(word.startswith("../shared/") for word in words) or "coco_mini" in command:
+        if not SHARED.is_dir():
+            pytest.skip(f"needs the real photographs of {SHARED} (absent here)")
+    if "--report" in words:
+        pytest.skip("a report needs finished results: tests/test_report.py builds it from a finished run")
+    stand_in_inputs(checkout, configfiles_of(words))
+    dry = [] if {"-n", "--dry-run", "--lint"} & set(words) else ["--dry-run"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *words[1:], *dry], cwd=checkout, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+
+
+def test_the_docs_show_commands():
+    """The extraction finds the commands a user copies (so the test above cannot pass by finding none)."""
+    commands = [command for _, command in documented_commands()]
+    assert ".venv/bin/snakemake --cores 2" in commands  # README's first command
+    assert any("--profile profiles/slurm" in command for command in commands)
+    assert "my.yaml" in files_to_write()
