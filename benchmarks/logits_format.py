@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lst.tables import logits_schema
+from lst.data.tables import logits_schema
 
 
 def make_table(rows: int, num_logits: int, seed: int = 0) -> pa.Table:

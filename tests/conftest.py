@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lst.modeling.weights import torchvision_layout
 from lst.testing import draw_images, write_lvis
-from lst.weights import torchvision_layout
 
 torch.set_num_threads(1)
 

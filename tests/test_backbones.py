@@ -14,11 +14,11 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 from workflow_copy import run_snakemake, workflow_copy
 
-from lst.backbones import load_backbone_weights
-from lst.engine import backbone_stages, freeze_backbone_stages
+from lst.engine.trainer import backbone_stages, freeze_backbone_stages
 from lst.io import file_digest
-from lst.model import build_model
-from lst.weights import CLASS_SPECIFIC_PREFIXES
+from lst.modeling.backbones import load_backbone_weights
+from lst.modeling.mask_rcnn import build_model
+from lst.modeling.weights import CLASS_SPECIFIC_PREFIXES
 
 REPO = Path(__file__).resolve().parents[1]
 MOBILENET_FILE = REPO.parent / "shared" / "data" / "weights" / "mobilenet_v2_imagenet.pth"

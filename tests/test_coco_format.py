@@ -16,13 +16,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from workflow_copy import run_snakemake, workflow_copy
 
-from lst import tables
-from lst.inference import ground_truth
-from lst.lvis_eval import evaluate_lvis
-from lst.lvis_eval import main as lst_eval
-from lst.phase_data import phase_data
-from lst.sampling import replay_quotas
-from lst.splitting import frequency_of
+from lst.data import tables
+from lst.data.phase_data import phase_data
+from lst.data.phase_plan import frequency_of
+from lst.data.sampling import replay_quotas
+from lst.evaluation.inference import ground_truth
+from lst.evaluation.lvis_eval import evaluate_lvis
+from lst.evaluation.lvis_eval import main as lst_eval
 from lst.testing import detection_frame, draw_images, write_lvis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def run_cocoeval(gt: dict, dets: pd.DataFrame, iou_type: str) -> COCOeval:
         result = {"image_id": int(row.image_id), "category_id": int(row.category_id), "score": float(row.score)}
         if iou_type == "bbox":
             result["bbox"] = [float(row.x), float(row.y), float(row.w), float(row.h)]
-        else:  # no bbox: COCO sizes the result by its mask, as lst.lvis_eval does
+        else:  # no bbox: COCO sizes the result by its mask, as lst.evaluation.lvis_eval does
             height, width = next((i["height"], i["width"]) for i in gt["images"] if i["id"] == row.image_id)
             result["segmentation"] = {"size": [height, width], "counts": row.rle_counts.decode()}
         results.append(result)
@@ -386,8 +386,8 @@ def test_evaluate_step_names_the_val_files_own_ids(prepared, tmp_path, capsys):
     import torch
     import yaml
 
-    from lst.checkpoint import save_checkpoint
-    from lst.model import build_model
+    from lst.modeling.checkpoint import save_checkpoint
+    from lst.modeling.mask_rcnn import build_model
 
     model_cfg = yaml.safe_load((REPO / "src/lst/conf/model/small.yaml").read_text())
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Tests of the seeded synthetic LVIS-format demo dataset (lst.demo)."""
+"""Tests of the seeded synthetic LVIS-format demo dataset (lst.data.demo)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from lvis import LVIS
 from PIL import Image
 
-import lst.demo as demo
-from lst.demo import COLOURS, SHAPES, DemoSpec, generate_demo
+import lst.data.demo as demo
+from lst.data.demo import COLOURS, SHAPES, DemoSpec, generate_demo
 
 SMALL = DemoSpec(num_train_images=40, num_val_images=20, head_instances=40, tail_instances=2, val_min_instances=3)
 

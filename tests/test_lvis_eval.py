@@ -1,4 +1,4 @@
-"""lst.lvis_eval against lvis-api (lvis 0.5.3) itself, on randomized federated cases."""
+"""lst.evaluation.lvis_eval against lvis-api (lvis 0.5.3) itself, on randomized federated cases."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pycocotools.mask as mask_utils
 import pytest
 
-from lst import lvis_match
-from lst.lvis_eval import (
+from lst.evaluation import lvis_match
+from lst.evaluation.lvis_eval import (
     FIXED_AP_DETS_PER_CLASS,
     METRIC_KEYS,
     EvalResult,
@@ -744,7 +744,7 @@ def test_cli_fixed_ap(tmp_path, capsys, cli_case):
 
 
 def test_model_markdown_has_every_table_and_number():
-    from lst.report import INSTANCE_BINS, model_markdown
+    from lst.reporting.report import INSTANCE_BINS, model_markdown
 
     gt, dets = make_case(1)
     cats = sorted(c["id"] for c in gt["categories"])

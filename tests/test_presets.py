@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lst import tables
+from lst.data import tables
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "lst" / "conf"
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from lst.report import summarize, summary_markdown
+from lst.reporting.report import summarize, summary_markdown
 
 
 def _metrics(ap: float, phases: int) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def test_summary_tables():
 
 
 def test_plots_are_written(tmp_path):
-    from lst.plots import forgetting_plot, per_class_plot
+    from lst.reporting.plots import forgetting_plot, per_class_plot
 
     summary = summarize([("base", 0, _metrics(0.5, 0)), ("lst", 1, _metrics(0.4, 1)), ("lst", 2, _metrics(0.3, 2))])
     forgetting_plot(summary, tmp_path / "forgetting.png")

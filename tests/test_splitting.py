@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from conftest import step_command
 
-from lst.errors import SplitError
-from lst.splitting import (
+from lst.data.phase_plan import (
     frequency_of,
     image_membership,
     phase_sizes,
@@ -12,6 +11,7 @@ from lst.splitting import (
     seen_categories,
     split_categories,
 )
+from lst.errors import SplitError
 
 
 def _annotations(counts: dict[int, list[int]]) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def _lvis_v05_like(data_dir):
     their own images (1,000 ids per phase), so cumulative image counts grow phase by phase; every class
     has one val annotation.
     """
-    from lst import tables
+    from lst.data import tables
 
     groups = np.array([g for mix in LVIS_V05_MIX for g, n in zip("fcr", mix, strict=True) for _ in range(n)])
     rank = np.arange(1, len(groups) + 1)
@@ -133,7 +133,7 @@ def test_split_step_reports_the_papers_lvis_v05_mix(tmp_path):
     """The split step, run as the workflow runs it, sizes the phases 270 + 6 x 160 and reports docs/method.md's mix."""
     import subprocess
 
-    from lst import tables
+    from lst.data import tables
 
     data_dir, split_dir = tmp_path / "data", tmp_path / "split"
     groups, instances, phase = _lvis_v05_like(data_dir)

@@ -11,9 +11,9 @@ import torchvision
 from conftest import Payload, cheap_state
 from torch import nn
 
-from lst.checkpoint import load_checkpoint
 from lst.errors import WeightsError
-from lst.weights import (
+from lst.modeling.checkpoint import load_checkpoint
+from lst.modeling.weights import (
     CLASS_SPECIFIC_PREFIXES,
     MASKRCNN_BENCHMARK_META,
     TORCHVISION_META,

@@ -172,7 +172,7 @@ def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
 
 
 def test_replay_indices_build_from_annotations_alone(tmp_path):
-    from lst.demo import DemoSpec, generate_demo
+    from lst.data.demo import DemoSpec, generate_demo
 
     files = generate_demo(tmp_path / "data", DemoSpec(seed=1))
     shutil.rmtree(files["image_root"])  # no pixels

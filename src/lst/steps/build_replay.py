@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lst import tables
-from lst.sampling import aspect_groups, replay_quotas, replay_stream
+from lst.data import tables
+from lst.data.sampling import aspect_groups, replay_quotas, replay_stream
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def main(cfg: dict[str, Any]) -> None:
     data_dir, split_dir, out = require(cfg, "paths.data_dir", "paths.split_dir", "paths.replay")
     phase, train_cfg, method, replay = cfg["phase"], cfg["train_phase"], cfg["method"], cfg["replay"]
-    # read with tables, not lst.phase_data, which would import torch (3 s) for nothing
+    # read with tables, not lst.data.phase_data, which would import torch (3 s) for nothing
     split = tables.read_table(Path(split_dir) / "categories.parquet", tables.SPLIT_CATEGORIES)
     annotations = tables.read_table(
         Path(data_dir) / "annotations.parquet",

@@ -8,16 +8,16 @@ from typing import Any
 
 import pandas as pd
 
-from lst import tables
-from lst.checkpoint import load_checkpoint
+from lst.data import tables
+from lst.data.phase_data import load_split, phase_data
 from lst.errors import CheckpointError
-from lst.inference import detect, ground_truth
+from lst.evaluation.inference import detect, ground_truth
+from lst.evaluation.lvis_eval import FIXED_AP_DETS_PER_CLASS
+from lst.evaluation.phase_metrics import evaluation_options, phase_metrics
 from lst.io import write_text_atomic
-from lst.lvis_eval import FIXED_AP_DETS_PER_CLASS
-from lst.model import build_model, pick_device
-from lst.phase_data import load_split, phase_data
-from lst.phase_metrics import evaluation_options, phase_metrics
-from lst.report import model_markdown
+from lst.modeling.checkpoint import load_checkpoint
+from lst.modeling.mask_rcnn import build_model, pick_device
+from lst.reporting.report import model_markdown
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lst import tables
-from lst.checkpoint import load_checkpoint
-from lst.distill import teacher_logits
-from lst.model import build_model, pick_device
-from lst.phase_data import load_split, phase_data
+from lst.data import tables
+from lst.data.phase_data import load_split, phase_data
+from lst.methods.distill import teacher_logits
+from lst.modeling.checkpoint import load_checkpoint
+from lst.modeling.mask_rcnn import build_model, pick_device
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)

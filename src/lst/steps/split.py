@@ -12,10 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from lst import tables
+from lst.data import tables
+from lst.data.lvis_json import SPLITS
+from lst.data.phase_plan import image_membership, phase_report, phase_sizes, phase_summary, split_categories
 from lst.io import write_text_atomic
-from lst.lvis_json import SPLITS
-from lst.splitting import image_membership, phase_report, phase_sizes, phase_summary, split_categories
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)

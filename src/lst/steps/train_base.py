@@ -5,7 +5,7 @@
 sampler to detectron2's repeat-factor sampling.
 
 Initial weights: a trimmed COCO Mask R-CNN checkpoint (``paths.init``) initialises everything but the
-class-specific layers; else ``model.backbone_weights`` (an ImageNet state dict, lst.backbones) initialises
+class-specific layers; else ``model.backbone_weights`` (an ImageNet state dict, lst.modeling.backbones) initialises
 the backbone body alone; else the model trains from scratch. With both, the COCO checkpoint wins (its
 backbone is ImageNet-initialised and COCO-trained already) and the checkpoint records
 ``backbone_weights: null``. The file's path stays in the model config (it sets the body's norm layer),
@@ -20,17 +20,17 @@ from typing import Any
 
 import torch
 
-from lst import distributed
-from lst.backbones import load_backbone_weights
-from lst.checkpoint import load_checkpoint, save_checkpoint
-from lst.dataset import SampleStream
-from lst.engine import rank_samples, train
+from lst.data.dataset import SampleStream
+from lst.data.phase_data import load_split, phase_data
+from lst.data.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
+from lst.engine import distributed
+from lst.engine.trainer import rank_samples, train
 from lst.errors import TrainingError
+from lst.evaluation.periodic_eval import publish_curve, training_hooks
 from lst.io import file_digest
-from lst.model import build_model
-from lst.periodic_eval import publish_curve, training_hooks
-from lst.phase_data import load_split, phase_data
-from lst.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
+from lst.modeling.backbones import load_backbone_weights
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lst.modeling.mask_rcnn import build_model
 from lst.steps import require, step, training_dir
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     torch.manual_seed(seed)
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     if init is not None:
-        from lst.weights import load_trimmed_into
+        from lst.modeling.weights import load_trimmed_into
 
         load_trimmed_into(model, init["model"])
         log.info("initialised from %s", cfg["paths"]["init"])

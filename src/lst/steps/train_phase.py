@@ -1,7 +1,7 @@
 """Train incremental phase k from phase k-1's model: grow the classifier, train on the phase's stream.
 
 Run alone, or under ``torchrun --nproc_per_node=N`` for N DDP processes: the replay stream must have been
-built for N processes (``replay.world_size``); rank r trains on the samples of rank r (lst.engine).
+built for N processes (``replay.world_size``); rank r trains on the samples of rank r (lst.engine.trainer).
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from typing import Any
 
 import torch
 
-from lst import distributed, tables
-from lst.checkpoint import load_checkpoint, save_checkpoint
-from lst.dataset import SampleStream
-from lst.distill import DistillationLoss
-from lst.engine import rank_samples, train
+from lst.data import tables
+from lst.data.dataset import SampleStream
+from lst.data.phase_data import phase_data
+from lst.engine import distributed
+from lst.engine.trainer import rank_samples, train
 from lst.errors import CheckpointError, DataError
+from lst.evaluation.periodic_eval import publish_curve, training_hooks
 from lst.io import file_digest
-from lst.meta import WeightGenerator, class_features
-from lst.model import build_model, grow_classifier
-from lst.periodic_eval import publish_curve, training_hooks
-from lst.phase_data import phase_data
+from lst.methods.distill import DistillationLoss
+from lst.methods.meta_module import WeightGenerator, class_features
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lst.modeling.mask_rcnn import build_model, grow_classifier
 from lst.steps import require, step, training_dir
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Images and targets for training and inference, read from the Parquet tables.
 
 A sample is (image_id, flip, target category); which samples a run sees, in which order and with
-which flip, is decided up front by the sampler (lst.sampling), so training is deterministic and
+which flip, is decided up front by the sampler (lst.data.sampling), so training is deterministic and
 resumable whatever the number of data-loading workers.
 """
 
@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from lst.data.masks import INSTANCE_MASKS, InstanceMasks
 from lst.errors import DataError
-from lst.mask_targets import INSTANCE_MASKS, InstanceMasks
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -64,7 +64,7 @@ class DetectionData:
 
     def load(self, image_id: int, flip: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Image tensor and target dict (boxes xyxy, labels, annotation_ids, image_id, flip, and with masks
-        ``instance_masks``: polygons rasterised only for the mask loss's RoIs, see lst.mask_targets)."""
+        ``instance_masks``: polygons rasterised only for the mask loss's RoIs, see lst.data.masks)."""
         row = self.images.loc[int(image_id)]
         image = load_image(self.image_root / row["file_name"])
         height, width = image.shape[1:]

@@ -15,8 +15,8 @@ import msgspec
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from lst.data.lvis_json import describe_roots, image_roots
 from lst.errors import ConfigError, DataError
-from lst.lvis_json import describe_roots, image_roots
 
 SHOWN = 5  # problems listed per kind; the rest are counted
 

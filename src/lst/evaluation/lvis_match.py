@@ -1,6 +1,6 @@
 """The array core of the LVIS evaluator: IoU, greedy matching and accumulation, vectorized with numpy.
 
-These functions know nothing of dicts or files: ``lst.lvis_eval`` prepares index arrays (image, category,
+These functions know nothing of dicts or files: ``lst.evaluation.lvis_eval`` prepares index arrays (image, category,
 area, ignore flags) and calls them.  Each reproduces one step of lvis-api's ``LVISEval`` (lvis 0.5.3,
 ``lvis/eval.py``) exactly, the floating-point operations included, so that the numbers are the same:
 

@@ -56,8 +56,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lst.checkpoint import save_checkpoint
 from lst.errors import WeightsError
+from lst.modeling.checkpoint import save_checkpoint
 
 SOURCE_TORCHVISION = "torchvision"
 SOURCE_MASKRCNN_BENCHMARK = "maskrcnn_benchmark"

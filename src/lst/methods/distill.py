@@ -10,11 +10,11 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from lst import distributed
-from lst.dataset import DetectionData
+from lst.data.dataset import DetectionData
+from lst.data.tables import logits_schema
+from lst.engine import distributed
 from lst.errors import ConfigError
-from lst.model import model_device
-from lst.tables import logits_schema
+from lst.modeling.mask_rcnn import model_device
 
 log = logging.getLogger(__name__)
 

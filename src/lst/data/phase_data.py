@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from lst import tables
-from lst.dataset import DetectionData
+from lst.data import tables
+from lst.data.dataset import DetectionData
+from lst.data.lvis_json import image_roots
+from lst.data.phase_plan import seen_categories
 from lst.errors import ConfigError
-from lst.lvis_json import image_roots
-from lst.splitting import seen_categories
 
 
 def load_split(split_dir: str | Path) -> pd.DataFrame:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from lst.errors import ConfigError
-from lst.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
-from lst.report import INSTANCE_BINS
+from lst.evaluation.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
+from lst.reporting.report import INSTANCE_BINS
 
 
 def phase_metrics(

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lst.dataset import DetectionData
-from lst.distill import box_features
+from lst.data.dataset import DetectionData
 from lst.errors import ConfigError
+from lst.methods.distill import box_features
 
 log = logging.getLogger(__name__)
 

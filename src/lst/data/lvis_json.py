@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lst import tables
+from lst.data import tables
 from lst.errors import DataError
 
 log = logging.getLogger(__name__)

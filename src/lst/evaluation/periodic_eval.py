@@ -1,8 +1,8 @@
 """Evaluation every N iterations during training: the AP curve, in Parquet and in TensorBoard.
 
-A training hook (lst.train_loop.HookBase, given to ``engine.train(hooks=[...])``): on the main
+A training hook (lst.engine.train_loop.HookBase, given to ``engine.train(hooks=[...])``): on the main
 process only, every ``period`` iterations, the model in training runs over the phase's val set with
-the evaluation settings and the metrics of ``lst.phase_metrics`` are appended to the curve. Rows of
+the evaluation settings and the metrics of ``lst.evaluation.phase_metrics`` are appended to the curve. Rows of
 an iteration that is run again after a resume replace the earlier ones, so the curve is the same as
 without the interruption.
 """
@@ -18,12 +18,13 @@ import pandas as pd
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from lst import distributed, tables
-from lst.dataset import DetectionData
-from lst.inference import detect, ground_truth
-from lst.phase_data import load_split, phase_data
-from lst.phase_metrics import evaluation_options, phase_metrics
-from lst.train_loop import HookBase
+from lst.data import tables
+from lst.data.dataset import DetectionData
+from lst.data.phase_data import load_split, phase_data
+from lst.engine import distributed
+from lst.engine.train_loop import HookBase
+from lst.evaluation.inference import detect, ground_truth
+from lst.evaluation.phase_metrics import evaluation_options, phase_metrics
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import torch
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from lst import distributed
-from lst.dataset import DetectionData
+from lst.data.dataset import DetectionData
+from lst.engine import distributed
 from lst.errors import ConfigError
-from lst.model import model_device
+from lst.modeling.mask_rcnn import model_device
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """LVIS federated evaluation (bbox and segm) on columnar detections, with lvis-api's numbers.
 
 The numbers are those of the reference lvis-api (lvis 0.5.3, ``lvis/eval.py``, ``LVISEval``), computed by
-a vectorized numpy evaluator (``lst.lvis_match``) that reproduces its rules and floating-point operations
+a vectorized numpy evaluator (``lst.evaluation.lvis_match``) that reproduces its rules and floating-point operations
 (tests/test_lvis_eval.py compares every metric with lvis-api itself).  Detections stay columns from the
 Parquet file to the end; nothing builds a dict per detection (pycocotools gets {size, counts} pairs for
 the masks it compares, only in segm mode).  The rules, as in lvis-api:
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lst import lvis_match
+from lst.evaluation import lvis_match
 
 logger = logging.getLogger(__name__)
 

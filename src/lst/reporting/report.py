@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lst.lvis_eval import METRIC_KEYS
+from lst.evaluation.lvis_eval import METRIC_KEYS
 
 BASE = "base"  # the shared phase-0 model, listed under this method name
 # AP by training-instance count, [low, high): the paper's "< 10 instances" claim among them

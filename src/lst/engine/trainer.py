@@ -1,7 +1,7 @@
-"""The training of every phase: lst's trainer (its step, on lst.train_loop) and its set-up (optimiser,
-schedule, frozen stages, resume, DDP, AMP); checkpoints, logging and checks are hooks (lst.hooks).
+"""The training of every phase: lst's trainer (its step, on lst.engine.train_loop) and its set-up (optimiser,
+schedule, frozen stages, resume, DDP, AMP); checkpoints, logging and checks are hooks (lst.engine.hooks).
 
-One process, or one rank of a DDP group (lst.distributed): ``batch_size`` is the images per process,
+One process, or one rank of a DDP group (lst.engine.distributed): ``batch_size`` is the images per process,
 so an iteration sees ``batch_size x world size`` images and rank r takes the r-th slice of that global
 batch. DistributedDataParallel averages the gradients; rank 0 alone writes checkpoints, TensorBoard
 and the log file, and every rank resumes from rank 0's ``last.pt``.
@@ -31,11 +31,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
-from lst import distributed
-from lst.backbones import downsampling_stages, is_mobilenet_body
-from lst.dataset import SampleStream, collate
-from lst.errors import ConfigError, TrainingError
-from lst.hooks import (
+from lst.data.dataset import SampleStream, collate
+from lst.engine import distributed
+from lst.engine.hooks import (
     CallbackHook,
     FiniteLossCheck,
     PeriodicCheckpoint,
@@ -44,7 +42,9 @@ from lst.hooks import (
     TrainingState,
     contiguous_state,
 )
-from lst.train_loop import HookBase, TrainerBase
+from lst.engine.train_loop import HookBase, TrainerBase
+from lst.errors import ConfigError, TrainingError
+from lst.modeling.backbones import downsampling_stages, is_mobilenet_body
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,8 @@ def train(
     loss-scale) state; a rerun with the same fingerprint resumes from it and ends with the same weights.
     ``cfg['amp']`` (off, bf16, fp16) and ``cfg['channels_last']`` set the precision and memory layout.
 
-    ``hooks`` run on every rank after lst's log and before its checkpoint (lst.hooks): ``HookBase``
-    instances (lst.train_loop), or functions ``hook(iteration, model)`` called after each update. A hook
+    ``hooks`` run on every rank after lst's log and before its checkpoint (lst.engine.hooks): ``HookBase``
+    instances (lst.engine.train_loop), or functions ``hook(iteration, model)`` called after each update. A hook
     decides when to act (every N iterations, on rank 0 alone: the other ranks wait in their next
     collective) and may put the model in eval mode: the trainer restores training mode after the hooks.
     """

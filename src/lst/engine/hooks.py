@@ -1,13 +1,13 @@
-"""lst's training hooks (lst.train_loop): loss check, progress log and TensorBoard, checkpoints, replica check.
+"""lst's training hooks (lst.engine.train_loop): loss check, progress log and TensorBoard, checkpoints, replica check.
 
-``lst.engine.train`` registers them in this order, with the caller's hooks (e.g. the periodic
-evaluation, lst.periodic_eval) after the log and before the replica check and the checkpoint::
+``lst.engine.trainer.train`` registers them in this order, with the caller's hooks (e.g. the periodic
+evaluation, lst.evaluation.periodic_eval) after the log and before the replica check and the checkpoint::
 
     FiniteLossCheck, TrainingLog, *caller's hooks, ReplicaCheck, PeriodicCheckpoint
 
 so that a step with a non-finite loss is neither logged nor saved, and the final checkpoint is written
 once the ranks are known to agree. They read the trainer's ``model``, ``loss``, ``losses``,
-``optimizer`` and ``data_time`` (lst.engine.Trainer).
+``optimizer`` and ``data_time`` (lst.engine.trainer.Trainer).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from lst import distributed
-from lst.checkpoint import load_checkpoint, save_checkpoint
+from lst.engine import distributed
+from lst.engine.train_loop import HookBase
 from lst.errors import TrainingError
-from lst.train_loop import HookBase
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
 
 # a child of the engine's logger: the training log lines keep their logger's level and handlers
-log = logging.getLogger("lst.engine.hooks")
+log = logging.getLogger("lst.engine.trainer.hooks")
 
 
 class CallbackHook(HookBase):

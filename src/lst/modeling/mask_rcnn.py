@@ -21,9 +21,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from lst.backbones import mobilenet_v2_fpn
+from lst.data.masks import MaskTargetRoIHeads
 from lst.errors import ConfigError
-from lst.mask_targets import MaskTargetRoIHeads
+from lst.modeling.backbones import mobilenet_v2_fpn
 
 BOX_PREDICTOR = "roi_heads.box_predictor."
 MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
@@ -164,7 +164,7 @@ def _backbone(cfg: dict[str, Any]) -> BackboneWithFPN:
         )
     if name in ("resnet50_fpn", "resnet18_fpn"):
         # weights=None: nothing is downloaded; weights come from a trimmed COCO checkpoint or
-        # model.backbone_weights (lst.backbones); FrozenBatchNorm2d (torchvision's default) either way
+        # model.backbone_weights (lst.modeling.backbones); FrozenBatchNorm2d (torchvision's default) either way
         backbone = resnet_fpn_backbone(backbone_name=name.removesuffix("_fpn"), weights=None, trainable_layers=5)
         if cfg.get("stride_in_1x1", False):
             _move_stride_to_1x1(backbone.body)
@@ -310,7 +310,7 @@ def restrict_positives(labels: torch.Tensor, target_label: int, fallback: int | 
 
 class TargetClassRoIHeads(MaskTargetRoIHeads):
     """torchvision's RoI heads, with positives restricted to each sample's target class when training
-    (and mask targets rasterised for the positive RoIs alone, see lst.mask_targets)."""
+    (and mask targets rasterised for the positive RoIs alone, see lst.data.masks)."""
 
     _target_labels: list[int] | None = None
     fallback_positives: int | None = None  # restrict_positives' fallback, set by build_model

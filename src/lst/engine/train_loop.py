@@ -12,7 +12,7 @@ A trainer runs iterations ``start + 1 .. max_iter`` of ``run_step``; everything 
 
 Iterations count updates: during step ``trainer.iter`` the ``trainer.iter``-th update is made.
 Hooks run in the order they were registered, on every rank of a DDP group (a hook that writes files
-does so on rank 0 alone). lst's trainer and hooks: ``lst.engine.Trainer``, ``lst.hooks``.
+does so on rank 0 alone). lst's trainer and hooks: ``lst.engine.trainer.Trainer``, ``lst.engine.hooks``.
 """
 
 from __future__ import annotations

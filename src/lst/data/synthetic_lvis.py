@@ -1,6 +1,6 @@
 """Synthetic LVIS-v1-shaped json files, as large as LVIS v1 or smaller, for scale tests of the data steps.
 
-    python -m lst.synthetic_lvis --out DIR [--images 100000] [--val-images 20000] [--seed 0]
+    python -m lst.data.synthetic_lvis --out DIR [--images 100000] [--val-images 20000] [--seed 0]
 
 writes ``DIR/lvis_v1_train.json`` and ``DIR/lvis_v1_val.json`` in LVIS v1's layout: images named by
 ``coco_url`` only (``http://images.cocodataset.org/train2017/000000391895.jpg``, no ``file_name``),
@@ -347,7 +347,7 @@ def _write_split(
     code = 1 if split.name == "train" else 2
     images = _images(split, spec.num_categories, np.random.default_rng([spec.seed, code, 0]))
     info = {
-        "description": f"synthetic LVIS v1-shaped {split.name} set (lst.synthetic_lvis, seed {spec.seed})",
+        "description": f"synthetic LVIS v1-shaped {split.name} set (lst.data.synthetic_lvis, seed {spec.seed})",
         "version": "1.0",
         "year": 2020,
     }

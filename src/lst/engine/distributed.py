@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lst.errors import ConfigError
-from lst.model import pick_device
+from lst.modeling.mask_rcnn import pick_device
 
 log = logging.getLogger(__name__)
 

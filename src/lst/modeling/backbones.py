@@ -27,7 +27,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from lst.errors import WeightsError
 from lst.io import file_digest
-from lst.weights import _listing, read_named_tensors
+from lst.modeling.weights import _listing, read_named_tensors
 
 _NUM_BATCHES_TRACKED = "num_batches_tracked"
 
