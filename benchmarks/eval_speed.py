@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 import pycocotools.mask as mask_utils
 
+from lst.cli.lst_eval import main as lst_eval
 from lst.evaluation.lvis_eval import METRIC_KEYS, evaluate_lvis, load_detections
-from lst.evaluation.lvis_eval import main as lst_eval
 from lst.testing import lvis_results
 
 # LVIS v0.5: 454 rare, 461 common, 315 frequent classes out of 1230

@@ -16,13 +16,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from workflow_copy import run_snakemake, workflow_copy
 
+from lst.cli.lst_eval import main as lst_eval
 from lst.data import tables
 from lst.data.phase_data import phase_data
 from lst.data.phase_plan import frequency_of
 from lst.data.sampling import replay_quotas
 from lst.evaluation.inference import ground_truth
 from lst.evaluation.lvis_eval import evaluate_lvis
-from lst.evaluation.lvis_eval import main as lst_eval
 from lst.testing import detection_frame, draw_images, write_lvis
 
 REPO = Path(__file__).resolve().parents[1]

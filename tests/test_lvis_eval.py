@@ -11,6 +11,7 @@ import pandas as pd
 import pycocotools.mask as mask_utils
 import pytest
 
+from lst.cli.lst_eval import main
 from lst.evaluation import lvis_match
 from lst.evaluation.lvis_eval import (
     FIXED_AP_DETS_PER_CLASS,
@@ -20,7 +21,6 @@ from lst.evaluation.lvis_eval import (
     export_lvis_results,
     image_sizes,
     load_detections,
-    main,
     mean_ap,
 )
 from lst.testing import detection_frame, lvis_results
@@ -744,7 +744,8 @@ def test_cli_fixed_ap(tmp_path, capsys, cli_case):
 
 
 def test_model_markdown_has_every_table_and_number():
-    from lst.reporting.report import INSTANCE_BINS, model_markdown
+    from lst.evaluation.phase_metrics import INSTANCE_BINS
+    from lst.reporting.report import model_markdown
 
     gt, dets = make_case(1)
     cats = sorted(c["id"] for c in gt["categories"])

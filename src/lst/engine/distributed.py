@@ -24,13 +24,25 @@ import torch.distributed as dist
 from torch import nn
 
 from lst.errors import ConfigError
-from lst.modeling.mask_rcnn import pick_device
 
 log = logging.getLogger(__name__)
 
 AMP_MODES = ("off", "bf16", "fp16")
 # the other ranks wait in the next collective while rank 0 runs a periodic evaluation over the whole val set
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; or any torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ the masks it compares, only in segm mode).  The rules, as in lvis-api:
   ``det_area``: by default ``w * h`` for bbox and the mask area for segm, as detectron2 evaluates (it drops
   the boxes of its segm results) and as the pipeline does; ``det_area="box"`` sizes segm detections by their
   box, as lvis-api's ``LVISResults`` does for results that carry a ``bbox`` (``lst-eval`` follows that rule
-  by default, see ``main``);
+  by default, see ``lst.cli.lst_eval``);
 * a summary with no valid entry (e.g. APr when no rare class has ground truth) is -1.
 
 Fixed AP (Dave et al. 2021, "Evaluating Large-Vocabulary Object Detectors: The Devil is in the Details"):
@@ -34,10 +34,8 @@ counted in ``num_gt``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +70,7 @@ AREA_RULES = ("lvis", "mask")  # lst-eval --area: as lvis-api's LVISResults, or 
 FIXED_AP_DETS_PER_CLASS = 10_000  # the paper's K for LVIS
 _FREQUENCIES = ("r", "c", "f")
 _AREA_LABELS = ("all", "small", "medium", "large")
-_BOX_COLUMNS = ("x", "y", "w", "h")
+BOX_COLUMNS = ("x", "y", "w", "h")
 
 
 @dataclass
@@ -309,7 +307,7 @@ def _validate_detections(
     """The needed columns as arrays, checked: boxes for bbox or box areas, RLEs for segm or mask areas."""
     need_box, need_rle = iou_type == "bbox" or area_by == "box", iou_type == "segm" or area_by == "mask"
     required = ["image_id", "category_id", "score"]
-    required += list(_BOX_COLUMNS) if need_box else []
+    required += list(BOX_COLUMNS) if need_box else []
     required += ["rle_counts"] if need_rle else []
     missing = [c for c in required if c not in detections.columns]
     if missing:
@@ -325,12 +323,12 @@ def _validate_detections(
         raise ValueError(f"detections have NaN scores ({bad.size} rows, first row positions {bad[:5].tolist()})")
 
     if need_box:
-        columns = [detections[c].to_numpy() for c in _BOX_COLUMNS]  # float64 later, for the rows evaluated
+        columns = [detections[c].to_numpy() for c in BOX_COLUMNS]  # float64 later, for the rows evaluated
         finite = np.logical_and.reduce([np.isfinite(np.asarray(c, dtype=np.float64)) for c in columns])
         if not finite.all():
             bad = np.flatnonzero(~finite)
             raise ValueError(f"detections have non-finite boxes ({bad.size} rows, first {bad[:5].tolist()})")
-        dets.update(zip(_BOX_COLUMNS, columns, strict=True))
+        dets.update(zip(BOX_COLUMNS, columns, strict=True))
     if need_rle:
         counts = detections["rle_counts"].to_numpy(dtype=object)
         is_rle = np.fromiter((isinstance(c, (bytes, str)) for c in counts), dtype=bool, count=counts.size)
@@ -397,7 +395,7 @@ def _select(
 
     box = rles = None
     if "x" in dets:
-        box = np.stack([np.asarray(dets[c][rows], dtype=np.float64) for c in _BOX_COLUMNS], axis=1).reshape(-1, 4)
+        box = np.stack([np.asarray(dets[c][rows], dtype=np.float64) for c in BOX_COLUMNS], axis=1).reshape(-1, 4)
     if "rle_counts" in dets:
         rles = _rle_dicts(dets["rle_counts"][rows], truth.img_hw[img])
     area = box[:, 2] * box[:, 3] if area_by == "box" else _mask_areas(rles)
@@ -599,7 +597,7 @@ def _records_to_frame(records: Any) -> pd.DataFrame:
         )
     if has_box:
         boxes = np.array([r["bbox"] for r in records], dtype=np.float64).reshape(len(records), 4)
-        for j, c in enumerate(_BOX_COLUMNS):
+        for j, c in enumerate(BOX_COLUMNS):
             frame[c] = boxes[:, j]  # float64 as in the file, so lvis-api sees the same boxes
     if records and all("segmentation" in r for r in records):
         counts, heights, widths = [], [], []
@@ -616,7 +614,7 @@ def _records_to_frame(records: Any) -> pd.DataFrame:
     return frame
 
 
-def _check_rle_sizes(dets: pd.DataFrame, gt: dict) -> None:
+def check_rle_sizes(dets: pd.DataFrame, gt: dict) -> None:
     if "rle_height" not in dets.columns or "rle_width" not in dets.columns:
         return
     img = pd.DataFrame(
@@ -645,7 +643,7 @@ def lvis_results(detections: pd.DataFrame, image_sizes: Mapping[int, tuple[int, 
     Numbers are written as the float64 of the stored values, so that reading the file back gives the same
     detections.  Raises ValueError for missing columns or an image without a size.
     """
-    missing = [c for c in ("image_id", "category_id", "score", *_BOX_COLUMNS) if c not in detections.columns]
+    missing = [c for c in ("image_id", "category_id", "score", *BOX_COLUMNS) if c not in detections.columns]
     if missing:
         raise ValueError(f"detections lack column(s) {missing} needed for an LVIS results file")
     image_id = _int_column(detections["image_id"], "image_id").tolist()
@@ -653,7 +651,7 @@ def lvis_results(detections: pd.DataFrame, image_sizes: Mapping[int, tuple[int, 
     score = detections["score"].to_numpy(dtype=np.float64)
     if np.isnan(score).any():
         raise ValueError(f"detections have NaN scores ({int(np.isnan(score).sum())} rows)")
-    boxes = np.stack([detections[c].to_numpy(dtype=np.float64) for c in _BOX_COLUMNS], axis=1).tolist()
+    boxes = np.stack([detections[c].to_numpy(dtype=np.float64) for c in BOX_COLUMNS], axis=1).tolist()
     records = [
         {"image_id": i, "category_id": c, "bbox": b, "score": s}
         for i, c, b, s in zip(image_id, category_id, boxes, score.tolist(), strict=True)
@@ -698,81 +696,6 @@ def lvis_api_det_area(detections: pd.DataFrame, iou_type: str) -> str:
     the box (``w * h``) when the results carry boxes, by the mask otherwise.  (lvis-api decides on the first
     result; ``load_detections`` refuses files where only some have a box.)  Parquet detections are judged as
     their LVIS results json (``export_lvis_results``), which has the boxes of the frame."""
-    if iou_type == "bbox" or set(_BOX_COLUMNS) <= set(detections.columns):
+    if iou_type == "bbox" or set(BOX_COLUMNS) <= set(detections.columns):
         return "box"
     return "mask"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lst-eval",
-        description="LVIS federated evaluation (lvis-api numbers); prints metrics as JSON.  With --export-json, "
-        "also (or only, without --iou-type) writes the detections as an LVIS results json.",
-    )
-    parser.add_argument("--gt", required=True, help="LVIS annotation json")
-    parser.add_argument("--dets", required=True, help="LVIS results json or Parquet detections")
-    parser.add_argument("--iou-type", choices=IOU_TYPES, help="evaluate boxes or masks")
-    parser.add_argument("--max-dets", type=int, default=None, help="detections kept per image (default 300)")
-    parser.add_argument(
-        "--fixed-ap",
-        action="store_true",
-        help=f"Fixed AP (Dave et al. 2021): no per-image cap, top {FIXED_AP_DETS_PER_CLASS} detections per class",
-    )
-    parser.add_argument(
-        "--area",
-        choices=AREA_RULES,
-        default="lvis",
-        help="what sizes a segm detection for APs/APm/APl and the area-0 rule: 'lvis' (default) as lvis-api's "
-        "LVISResults, its box (w * h) when the detections carry boxes (a bbox in every json record, or "
-        "x/y/w/h Parquet columns), else its mask; 'mask' its mask, as detectron2 and the pipeline's own "
-        "evaluation do.  bbox detections are sized by their box either way",
-    )
-    parser.add_argument("--export-json", metavar="OUT.json", help="write the detections as an LVIS results json")
-    args = parser.parse_args(argv)
-    if args.iou_type is None and args.export_json is None:
-        parser.error("give --iou-type (evaluate), --export-json (convert), or both")
-    if args.fixed_ap and args.max_dets is not None:
-        parser.error("--fixed-ap has no per-image cap: leave out --max-dets")
-
-    try:
-        with open(args.gt, encoding="utf-8") as f:
-            gt = json.load(f)
-        if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= gt.keys():
-            raise ValueError("not an LVIS annotation dict (needs images, annotations, categories)")
-    except (OSError, ValueError) as e:
-        print(f"lst-eval: cannot read ground truth file {args.gt}: {e}", file=sys.stderr)
-        return 2
-    columns = None
-    if args.export_json is None:  # read only what the evaluation needs
-        columns = ["image_id", "category_id", "score", "rle_height", "rle_width"]
-        columns += list(_BOX_COLUMNS) if args.iou_type == "bbox" or args.area == "lvis" else []
-        columns += ["rle_counts"] if args.iou_type == "segm" else []
-    try:
-        dets = load_detections(args.dets, columns=columns)
-    except Exception as e:  # json, pyarrow and OS errors alike: the file is unusable
-        print(f"lst-eval: cannot read detections file {args.dets}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    try:
-        _check_rle_sizes(dets, gt)
-        if args.export_json is not None:
-            count = export_lvis_results(dets, args.export_json, image_sizes(gt))
-            print(f"lst-eval: wrote {count} detections to {args.export_json}", file=sys.stderr)
-        if args.iou_type is None:
-            return 0
-        max_dets = 300 if args.max_dets is None else args.max_dets
-        det_area = lvis_api_det_area(dets, args.iou_type) if args.area == "lvis" else None
-        result = evaluate_lvis(
-            gt, dets, args.iou_type, max_dets_per_image=max_dets, fixed_ap=args.fixed_ap, det_area=det_area
-        )
-    except (ValueError, KeyError) as e:
-        print(f"lst-eval: cannot evaluate {args.dets} against {args.gt}: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"lst-eval: cannot write {args.export_json}: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result.metrics, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,7 +9,9 @@ import pandas as pd
 
 from lst.errors import ConfigError
 from lst.evaluation.lvis_eval import IOU_TYPES, evaluate_lvis, mean_ap
-from lst.reporting.report import INSTANCE_BINS
+
+# AP by training-instance count, [low, high): the paper's "< 10 instances" claim among them
+INSTANCE_BINS = (("AP<10", 0, 10), ("AP10-100", 10, 100), ("AP100-1000", 100, 1000), ("AP>=1000", 1000, float("inf")))
 
 
 def phase_metrics(

@@ -14,21 +14,9 @@ from lst.data.dataset import DetectionData
 from lst.data.tables import logits_schema
 from lst.engine import distributed
 from lst.errors import ConfigError
-from lst.modeling.mask_rcnn import model_device
+from lst.modeling.mask_rcnn import box_features
 
 log = logging.getLogger(__name__)
-
-
-def box_features(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
-    """fc7 features of the given boxes (xyxy in the images' own pixels), resized with the images as in training."""
-    device = model_device(model)
-    images = [image.to(device) for image in images]
-    targets = [{"boxes": b.to(device)} for b in boxes]
-    image_list, targets = model.transform(images, targets)
-    features = model.backbone(image_list.tensors)
-    resized = [t["boxes"] for t in targets]
-    pooled = model.roi_heads.box_roi_pool(features, resized, image_list.image_sizes)
-    return list(model.roi_heads.box_head(pooled).split([len(b) for b in resized]))
 
 
 def box_cosines(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:

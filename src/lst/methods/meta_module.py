@@ -24,7 +24,7 @@ from torch import nn
 
 from lst.data.dataset import DetectionData
 from lst.errors import ConfigError
-from lst.methods.distill import box_features
+from lst.modeling.mask_rcnn import box_features
 
 log = logging.getLogger(__name__)
 

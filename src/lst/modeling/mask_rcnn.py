@@ -21,9 +21,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from lst.data.masks import MaskTargetRoIHeads
 from lst.errors import ConfigError
 from lst.modeling.backbones import mobilenet_v2_fpn
+from lst.modeling.mask_head import MaskTargetRoIHeads
 
 BOX_PREDICTOR = "roi_heads.box_predictor."
 MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
@@ -233,21 +233,20 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
     return model
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU; or any torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a device (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(f"device: {name!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def box_features(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """fc7 features of the given boxes (xyxy in the images' own pixels), resized with the images as in training."""
+    device = model_device(model)
+    images = [image.to(device) for image in images]
+    targets = [{"boxes": b.to(device)} for b in boxes]
+    image_list, targets = model.transform(images, targets)
+    features = model.backbone(image_list.tensors)
+    resized = [t["boxes"] for t in targets]
+    pooled = model.roi_heads.box_roi_pool(features, resized, image_list.image_sizes)
+    return list(model.roi_heads.box_head(pooled).split([len(b) for b in resized]))
 
 
 def num_outputs(state_dict: dict[str, torch.Tensor]) -> int:

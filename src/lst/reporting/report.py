@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from lst.evaluation.lvis_eval import METRIC_KEYS
+from lst.evaluation.phase_metrics import INSTANCE_BINS
 
 BASE = "base"  # the shared phase-0 model, listed under this method name
-# AP by training-instance count, [low, high): the paper's "< 10 instances" claim among them
-INSTANCE_BINS = (("AP<10", 0, 10), ("AP10-100", 10, 100), ("AP100-1000", 100, 1000), ("AP>=1000", 1000, float("inf")))
 
 
 def summarize(entries: list[tuple[str, int, pd.DataFrame]]) -> pd.DataFrame:

@@ -10,13 +10,14 @@ import pandas as pd
 
 from lst.data import tables
 from lst.data.phase_data import load_split, phase_data
+from lst.engine.distributed import pick_device
 from lst.errors import CheckpointError
 from lst.evaluation.inference import detect, ground_truth
 from lst.evaluation.lvis_eval import FIXED_AP_DETS_PER_CLASS
 from lst.evaluation.phase_metrics import evaluation_options, phase_metrics
 from lst.io import write_text_atomic
 from lst.modeling.checkpoint import load_checkpoint
-from lst.modeling.mask_rcnn import build_model, pick_device
+from lst.modeling.mask_rcnn import build_model
 from lst.reporting.report import model_markdown
 from lst.steps import require, step
 

@@ -8,9 +8,10 @@ from typing import Any
 import torch
 
 from lst.data.phase_data import phase_data
+from lst.engine.distributed import pick_device
 from lst.methods.meta_module import WeightGenerator, class_features, train_generator
 from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
-from lst.modeling.mask_rcnn import build_model, pick_device
+from lst.modeling.mask_rcnn import build_model
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
