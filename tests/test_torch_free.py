@@ -16,11 +16,13 @@ from lst.testing import write_lvis
 
 REPO = Path(__file__).resolve().parents[1]
 
-# ingestion, tables, split, sampling, checks, synthetic and demo data, the errors, the evaluator, the report
+# the data package (ingestion, tables, phase plan, sampling, checks, synthetic and demo data), the errors, the
+# evaluator, phase metrics, the report, lst-eval, and the data steps
 DATA_MODULES = [
-    "lst.errors", "lst.io", "lst.data.lvis_json", "lst.data.tables", "lst.data.phase_plan", "lst.data.sampling",
-    "lst.data.checks", "lst.data.synthetic_lvis", "lst.data.demo", "lst.testing", "lst.evaluation.lvis_eval",
-    "lst.reporting.report", "lst.steps",
+    "lst.errors", "lst.io", "lst.data", "lst.data.lvis_json", "lst.data.tables", "lst.data.phase_plan",
+    "lst.data.sampling", "lst.data.checks", "lst.data.synthetic_lvis", "lst.data.demo", "lst.testing",
+    "lst.evaluation", "lst.evaluation.lvis_eval", "lst.evaluation.phase_metrics", "lst.reporting",
+    "lst.reporting.report", "lst.cli.lst_eval", "lst.steps",
     "lst.steps.prepare_data", "lst.steps.check_data", "lst.steps.split", "lst.steps.build_replay",
     "lst.steps.make_demo",
 ]  # fmt: skip
