@@ -114,7 +114,7 @@ def test_freezing_counts_mobilenet_stages_as_resnet_stages():
     model = build_model(model_cfg("mobilenet_v2_fpn", backbone_weights="any.pth"), num_classes=3)
     features = model.backbone.body
     assert [len(stage) for stage in backbone_stages(features)] == [2, 2, 3, 7, 5]
-    freeze_backbone_stages(model, 2)  # the seed's base phase: stem and the stride-4 stage
+    freeze_backbone_stages(model, 2)  # the released code's base phase: stem and the stride-4 stage
     frozen = [all(not p.requires_grad for p in block.parameters()) for block in features.children()]
     assert frozen == [True] * 4 + [False] * 15
     freeze_backbone_stages(model, 5)

@@ -130,7 +130,7 @@ def test_long_tail_counts(default_demo: dict) -> None:
     assert expected[-1] == spec.tail_instances <= 5
     assert sorted(inst.values(), reverse=True) == expected
     # the count of each class is the one of its seeded long-tail rank ...
-    ranks = demo.long_tail_ranks(spec.seed)
+    ranks = demo.long_tail_positions(spec.seed)
     assert sorted(ranks) == list(range(n))
     assert all(inst[k + 1] == expected[ranks[k]] for k in range(n))
     # ... and the long-tail order is not the id order

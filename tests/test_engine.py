@@ -113,7 +113,7 @@ def test_freezing_counts_resnet_stages_as_maskrcnn_benchmark():
 
     model = build_model(dict(SMALL, backbone="resnet18_fpn", fpn_channels=16), num_classes=3)
     body = model.backbone.body
-    freeze_backbone_stages(model, 2)  # the seed's base phase: stem and res2 (layer1)
+    freeze_backbone_stages(model, 2)  # the released code's base phase: stem and res2 (layer1)
     assert not any(p.requires_grad for p in body.conv1.parameters())
     assert not any(p.requires_grad for p in body.layer1.parameters())
     assert all(p.requires_grad for p in body.layer2.parameters())

@@ -36,7 +36,7 @@ def test_growth_keeps_old_outputs_identical():
     assert torch.equal(new_logits[:, :4], old_logits)
     assert torch.equal(new_boxes[:, :16], old_boxes)
     assert torch.equal(new_masks[:, :4], old_masks)
-    # new rows as the seed: cls ~ N(0, 0.01), box ~ N(0, 0.001), biases 0
+    # new rows as the released code: cls ~ N(0, 0.01), box ~ N(0, 0.001), biases 0
     cls_new = grown_state["roi_heads.box_predictor.cls_score.weight"][4:]
     assert cls_new.shape == (3, 32) and 0.003 < cls_new.std() < 0.03
     assert torch.all(grown_state["roi_heads.box_predictor.bbox_pred.bias"][16:] == 0)

@@ -76,7 +76,7 @@ def _split_dir(tmp_path: Path, phases: list[int]) -> Path:
             "phase": phases,
         }
     )
-    tables.write_table(split, tmp_path / "categories.parquet", tables.SPLIT_CATEGORIES)
+    tables.write_table(split, tmp_path / "categories.parquet", tables.PHASE_PLAN)
     return tmp_path
 
 

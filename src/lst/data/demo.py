@@ -9,8 +9,8 @@ Classes
     polygon on a lightly noisy grey background.
 
 Long tail (training split)
-    Classes are ranked by a seeded permutation (so the long-tail order is *not* the id order). The class at
-    rank ``r`` (0-based) gets ``n_r = round(head * (r + 1) ** -alpha)`` annotated training instances, with
+    Classes are ordered by a seeded permutation (so the long-tail order is *not* the id order). The class at
+    long-tail position ``r`` (0-based) gets ``n_r = round(head * (r + 1) ** -alpha)`` annotated training instances, with
     ``alpha = ln(head / tail) / ln(N)`` so that ``n_0 = head_instances`` and ``n_{N-1} = tail_instances``.
     With the defaults (head 300, tail 4, N 24) ``alpha = 1.359`` and the counts are
     300, 117, 67, 46, 34, 26, 21, 18, 15, 13, 12, 10, 9, 8, 8, 7, 6, 6, 5, 5, 5, 5, 4, 4 (751 instances).
@@ -165,15 +165,15 @@ class DemoSpec:
 
     @property
     def alpha(self) -> float:
-        """Power-law exponent making the last rank's count equal ``tail_instances``."""
+        """Power-law exponent making the last position's count equal ``tail_instances``."""
         return math.log(self.head_instances / self.tail_instances) / math.log(self.num_classes)
 
     def train_counts(self) -> list[int]:
-        """Annotated training instances by long-tail rank (rank 0 = head)."""
+        """Annotated training instances by long-tail position (0 = head)."""
         return [round(self.head_instances * (r + 1) ** -self.alpha) for r in range(self.num_classes)]
 
     def val_counts(self) -> list[int]:
-        """Annotated validation instances by long-tail rank."""
+        """Annotated validation instances by long-tail position."""
         return [max(self.val_min_instances, round(self.val_fraction * n)) for n in self.train_counts()]
 
     def frequency(self, image_count: int) -> str:
@@ -190,15 +190,15 @@ def class_names() -> list[str]:
     return [f"{colour}_{shape}" for shape in SHAPES for colour in COLOURS]
 
 
-def long_tail_ranks(seed: int) -> list[int]:
-    """``ranks[k]`` is the long-tail rank (0 = head) of category id ``k + 1`` for the given seed."""
+def long_tail_positions(seed: int) -> list[int]:
+    """``positions[k]`` is the long-tail position (0 = head) of category id ``k + 1`` for the given seed."""
     n = len(SHAPES) * len(COLOURS)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    order = rng.permutation(n)  # order[r] = category index at rank r
-    ranks = [0] * n
+    order = rng.permutation(n)  # order[r] = category index at position r
+    positions = [0] * n
     for r, k in enumerate(order.tolist()):
-        ranks[k] = r
-    return ranks
+        positions[k] = r
+    return positions
 
 
 # ----------------------------------------------------------------------------------------------- shapes
@@ -422,9 +422,9 @@ def generate_demo(out_dir: str | os.PathLike, spec: DemoSpec = DemoSpec()) -> di
     try:
         for split in ("train", "val"):
             (tmp / "images" / split).mkdir(parents=True)
-        ranks = long_tail_ranks(spec.seed)
-        train_counts = [spec.train_counts()[r] for r in ranks]
-        val_counts = [spec.val_counts()[r] for r in ranks]
+        positions = long_tail_positions(spec.seed)
+        train_counts = [spec.train_counts()[r] for r in positions]
+        val_counts = [spec.val_counts()[r] for r in positions]
         train_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([spec.seed, 1]).spawn(2))
         train_images, train_anns = _make_split(
             train_rng, spec, "train", train_counts, spec.num_train_images, 1, 1, tmp / "images"

@@ -13,14 +13,14 @@ from lst.data.phase_plan import seen_categories
 from lst.errors import ConfigError
 
 
-def load_split(split_dir: str | Path) -> pd.DataFrame:
-    return tables.read_table(Path(split_dir) / "categories.parquet", tables.SPLIT_CATEGORIES)
+def load_phase_plan(split_dir: str | Path) -> pd.DataFrame:
+    return tables.read_table(Path(split_dir) / "categories.parquet", tables.PHASE_PLAN)
 
 
 def phase_images(data_dir: str | Path, split_dir: str | Path, phase: int, split: str) -> pd.DataFrame:
     """Images of ``split`` in phase ``phase``'s cumulative set."""
     images = tables.read_table(Path(data_dir) / "images.parquet", tables.IMAGES)
-    membership = tables.read_table(Path(split_dir) / "images.parquet", tables.SPLIT_IMAGES)
+    membership = tables.read_table(Path(split_dir) / "images.parquet", tables.PHASE_PLAN_IMAGES)
     member = membership[(membership["split"] == split) & (membership["first_phase"] <= phase)]
     images = images[images["split"] == split]  # ids are unique within a split only
     return images[images["image_id"].isin(member["image_id"])].reset_index(drop=True)
@@ -42,7 +42,7 @@ def phase_data(
 ) -> DetectionData:
     """Images of the cumulative set and the annotations of every class seen by ``phase``; ``image_root`` is
     ``dataset.image_root`` (one folder, or one per split)."""
-    categories = seen_categories(load_split(split_dir), phase)
+    categories = seen_categories(load_phase_plan(split_dir), phase)
     if categories.empty:
         raise ConfigError(f"phase: phase {phase} has no classes")
     return DetectionData(

@@ -1,6 +1,7 @@
-"""Divide: sort categories by training instances and cut them into a base phase and incremental phases.
+"""The phase plan: categories sorted by training instances and cut into a base phase and incremental phases.
 
-docs/method.md section 1. Labels inside a model are the 1-based rank in the sorted order; phase k's
+docs/method.md section 1. A class's label inside a model is its 1-based position in the sorted order
+(the plan's ``rank`` column: label order, not a DDP process rank); phase k's
 training (and val) set is cumulative: every image holding a class of phases 0..k, with the
 annotations of those classes only.
 """
@@ -13,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from lst.errors import SplitError
+from lst.errors import PhasePlanError
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,12 @@ def phase_sizes(
     """
     if sizes is None:
         if base is None or step is None:
-            raise SplitError("phases: give either 'sizes' or both 'base' and 'step'")
+            raise PhasePlanError("phases: give either 'sizes' or both 'base' and 'step'")
         if base > num_categories:
-            raise SplitError(f"phases.base = {base} is larger than the number of classes ({num_categories})")
+            raise PhasePlanError(f"phases.base = {base} is larger than the number of classes ({num_categories})")
         if num_incremental is None:
             if step <= 0:
-                raise SplitError(f"phases.step = {step}: a phase needs at least one class")
+                raise PhasePlanError(f"phases.step = {step}: a phase needs at least one class")
             num_incremental = math.ceil((num_categories - base) / step)
         sizes = [base] + [step] * num_incremental
         key = "phases.base/step/num_incremental"
@@ -51,12 +52,12 @@ def phase_sizes(
         key = "phases.sizes"
     sizes = [int(s) for s in sizes]
     if not sizes:
-        raise SplitError(f"{key}: no phases")
+        raise PhasePlanError(f"{key}: no phases")
     for phase, size in enumerate(sizes):
         if size <= 0:
-            raise SplitError(f"{key}: phase {phase} would have {size} classes: a phase needs at least one class")
+            raise PhasePlanError(f"{key}: phase {phase} would have {size} classes: a phase needs at least one class")
     if sum(sizes) > num_categories:
-        raise SplitError(f"{key} need {sum(sizes)} classes ({sizes}) but the dataset has {num_categories}")
+        raise PhasePlanError(f"{key} need {sum(sizes)} classes ({sizes}) but the dataset has {num_categories}")
     return sizes
 
 
@@ -65,7 +66,7 @@ def frequency_of(image_count: np.ndarray, thresholds: tuple[int, int] = LVIS_FRE
     return np.where(image_count <= rare, "r", np.where(image_count <= common, "c", "f"))
 
 
-def split_categories(categories: pd.DataFrame, annotations: pd.DataFrame, sizes: list[int]) -> pd.DataFrame:
+def plan_phases(categories: pd.DataFrame, annotations: pd.DataFrame, sizes: list[int]) -> pd.DataFrame:
     """Rank categories by training instance count (descending, ties by ascending id) and assign phases.
 
     ``annotations`` are the training annotations. Categories without a frequency in the source json
@@ -92,11 +93,11 @@ def split_categories(categories: pd.DataFrame, annotations: pd.DataFrame, sizes:
     return table[["category_id", "name", "frequency", "instance_count", "image_count", "rank", "phase"]]
 
 
-def image_membership(images: pd.DataFrame, annotations: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+def image_membership(images: pd.DataFrame, annotations: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFrame:
     """For every image, the first phase whose cumulative set holds it (null if none).
 
     ``images`` and ``annotations`` of one split: image ids are unique within a split only."""
-    phase_of = split.set_index("category_id")["phase"]
+    phase_of = plan.set_index("category_id")["phase"]
     annotation_phase = annotations["category_id"].map(phase_of)
     annotation_phase = annotation_phase.where(annotation_phase >= 0)
     first = annotation_phase.groupby(annotations["image_id"]).min()
@@ -105,17 +106,15 @@ def image_membership(images: pd.DataFrame, annotations: pd.DataFrame, split: pd.
     return table
 
 
-def phase_summary(
-    split: pd.DataFrame, membership: pd.DataFrame, val_instances: pd.Series | None = None
-) -> pd.DataFrame:
-    """One row per phase: classes, rank range, f/c/r mix, its classes' training instances (sum, fewest and
+def phase_summary(plan: pd.DataFrame, membership: pd.DataFrame, val_instances: pd.Series | None = None) -> pd.DataFrame:
+    """One row per phase: classes, label range, f/c/r mix, its classes' training instances (sum, fewest and
     most per class) and val instances, and the cumulative train and val image counts.
 
     ``val_instances``: val annotations per category id (none given: 0).
     """
     first_phase = membership["first_phase"]
     rows = []
-    for phase, classes in split[split["phase"] >= 0].groupby("phase"):
+    for phase, classes in plan[plan["phase"] >= 0].groupby("phase"):
         mix = classes["frequency"].value_counts()
         seen = first_phase.notna() & (first_phase <= phase)
         val = 0 if val_instances is None else int(val_instances.reindex(classes["category_id"]).fillna(0).sum())
@@ -155,7 +154,7 @@ def phase_report(phases: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def seen_categories(split: pd.DataFrame, phase: int) -> pd.DataFrame:
-    """Categories learned by the end of ``phase``, in label order (label = rank)."""
-    seen = split[(split["phase"] >= 0) & (split["phase"] <= phase)]
+def seen_categories(plan: pd.DataFrame, phase: int) -> pd.DataFrame:
+    """Categories learned by the end of ``phase``, in label order (label = the ``rank`` column)."""
+    seen = plan[(plan["phase"] >= 0) & (plan["phase"] <= phase)]
     return seen.sort_values("rank").reset_index(drop=True)

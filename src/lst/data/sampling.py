@@ -53,14 +53,14 @@ def _check_budget(section: str, iterations: int, batch_size: int, flip_prob: flo
         raise SamplingError(f"{section}.flip_prob: {flip_prob} is not a probability")
 
 
-def replay_quotas(split: pd.DataFrame, phase: int, rounding: str = "half_even") -> pd.DataFrame:
+def replay_quotas(plan: pd.DataFrame, phase: int, rounding: str = "half_even") -> pd.DataFrame:
     """Old classes of ``phase`` with their per-epoch image quota n_c (column ``quota``)."""
     _check_choice("replay.quota_rounding", rounding, QUOTA_ROUNDINGS)
-    new = split[split["phase"] == phase]
+    new = plan[plan["phase"] == phase]
     if new.empty:
         raise SamplingError(f"phase: phase {phase} has no classes")
     mean_new_instances = new["instance_count"].mean()
-    old = split[(split["phase"] >= 0) & (split["phase"] < phase) & (split["image_count"] > 0)]
+    old = plan[(plan["phase"] >= 0) & (plan["phase"] < phase) & (plan["image_count"] > 0)]
     old = old.sort_values("rank")[["category_id", "rank", "instance_count", "image_count"]].copy()
     ratio = mean_new_instances / (old["instance_count"] / old["image_count"])
     rounded = np.round(ratio) if rounding == "half_even" else np.floor(ratio + 0.5)
@@ -216,7 +216,7 @@ def _stream(
 
 
 def replay_stream(
-    split: pd.DataFrame,
+    plan: pd.DataFrame,
     train_annotations: pd.DataFrame,
     phase: int,
     iterations: int,
@@ -235,8 +235,8 @@ def replay_stream(
     _check_budget("train_phase", iterations, batch_size, flip_prob)
     if world_size < 1:
         raise SamplingError(f"replay.world_size: {world_size}; the stream is for at least 1 training process")
-    new_ids = split.loc[split["phase"] == phase, "category_id"]
-    quotas = replay_quotas(split, phase, quota_rounding)
+    new_ids = plan.loc[plan["phase"] == phase, "category_id"]
+    quotas = replay_quotas(plan, phase, quota_rounding)
     quotas = quotas if old_classes else quotas.iloc[:0]
     images_of = _images_by_class(train_annotations, pd.concat([new_ids, quotas["category_id"]]))
     new_pairs = pd.DataFrame(

@@ -52,24 +52,24 @@ CATEGORIES = pa.schema(
     ]
 )
 
-SPLIT_CATEGORIES = pa.schema(
+PHASE_PLAN = pa.schema(
     [
         ("category_id", pa.int64()),
         ("name", pa.string()),
         ("frequency", pa.string()),
         ("instance_count", pa.int64()),
         ("image_count", pa.int64()),
-        ("rank", pa.int64()),  # 1-based position in the sorted order = the model's label
+        ("rank", pa.int64()),  # label order: 1-based position in the sorted order = the model's label
         ("phase", pa.int32()),  # -1: beyond the configured phases, never learned
     ]
 )
 
-SPLIT_IMAGES = pa.schema(
+PHASE_PLAN_IMAGES = pa.schema(
     [
         ("image_id", pa.int64()),
         ("split", pa.string()),
         # smallest phase whose classes appear in the image: the image belongs to phase k's
-        # cumulative set for every k >= first_phase; null when it holds no split class
+        # cumulative set for every k >= first_phase; null when it holds no class of the plan
         ("first_phase", pa.int32()),
     ]
 )
@@ -78,7 +78,7 @@ PHASES = pa.schema(
     [
         ("phase", pa.int32()),
         ("num_classes", pa.int64()),
-        ("first_rank", pa.int64()),
+        ("first_rank", pa.int64()),  # the phase's labels (the plan's rank column), first to last
         ("last_rank", pa.int64()),
         ("f", pa.int64()),
         ("c", pa.int64()),
@@ -95,7 +95,7 @@ PHASES = pa.schema(
 REPLAY = pa.schema(
     [
         ("epoch", pa.int32()),
-        ("rank", pa.int32()),  # the training process (GPU) that consumes the sample
+        ("rank", pa.int32()),  # DDP process rank: the training process (GPU) that consumes the sample
         ("position", pa.int64()),  # order within that process's stream
         ("image_id", pa.int64()),
         ("category_id", pa.int64()),  # the sample's target class (LVIS id)

@@ -99,7 +99,7 @@ def make_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimiz
 
 
 def lr_factor(iteration: int, cfg: dict[str, Any]) -> float:
-    """Linear warm-up, then multi-step decay (the seed's) or cosine decay to zero."""
+    """Linear warm-up, then multi-step decay (the released code's) or cosine decay to zero."""
     warmup = cfg["warmup_iters"]
     factor = 1.0
     if iteration < warmup:

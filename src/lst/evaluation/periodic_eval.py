@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lst.data import tables
 from lst.data.dataset import DetectionData
-from lst.data.phase_data import load_split, phase_data
+from lst.data.phase_data import load_phase_plan, phase_data
 from lst.engine import distributed
 from lst.engine.train_loop import HookBase
 from lst.evaluation.inference import detect, ground_truth
@@ -113,8 +113,8 @@ def training_hooks(cfg: dict[str, Any], period: int, work_dir: str | Path) -> li
         return []
     paths, phase = cfg["paths"], cfg["phase"]
     data = phase_data(paths["data_dir"], paths["split_dir"], phase, "val", cfg["dataset"]["image_root"], False)
-    split = load_split(paths["split_dir"])
-    seen = split[split["category_id"].isin(data.category_ids)]
+    plan = load_phase_plan(paths["split_dir"])
+    seen = plan[plan["category_id"].isin(data.category_ids)]
     log.info("evaluating every %d iterations on %d val images", period, len(data.image_ids()))
     work_dir = Path(work_dir)
     return [PeriodicEvaluation(data, seen, phase, period, cfg["eval"], work_dir / CURVE, work_dir / "tensorboard")]

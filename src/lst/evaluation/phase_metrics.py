@@ -17,7 +17,7 @@ INSTANCE_BINS = (("AP<10", 0, 10), ("AP10-100", 10, 100), ("AP100-1000", 100, 10
 def phase_metrics(
     gt: dict[str, Any], detections: pd.DataFrame, seen: pd.DataFrame, phase: int, **evaluation: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics, per_class) tables for bbox and segm; ``seen`` is the split table of the classes of phases
+    """(metrics, per_class) tables for bbox and segm; ``seen`` is the phase plan of the classes of phases
     0..``phase`` (category_id, phase, instance_count, ...); ``evaluation`` goes to ``evaluate_lvis``."""
     metrics, per_class = [], []
     for iou_type in IOU_TYPES:

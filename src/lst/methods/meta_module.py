@@ -5,7 +5,7 @@ For a new class with instance features f_i (fc7 of its ground-truth boxes)::
     w_new = FC_avg(mean_i f_i) + FC_att(mean_i sum_b softmax_b(s * cos(Q f_i, k_b)) w_b)
 
 with w_b the normalised classifier rows of the old classes. Q, FC_avg, FC_att start at the identity;
-s is learnable (init 10). The seed's code never wired it in; here it is trained episodically on the
+s is learnable (init 10). The released code never wired it in; here it is trained episodically on the
 base classes (a few base classes play "novel" in each episode, their weights generated from a few
 shots, and all classes are classified with the generated rows) and then initialises the new rows of
 every incremental phase. One deviation, so that one module serves every phase: the key of an old

@@ -6,7 +6,7 @@ Layout::
      "category_ids": [int, ...],     # LVIS ids of the classes, in label order (label = index + 1)
      "iteration": int,               # iterations done
      "config": dict,                 # the resolved Hydra config (builtins only)
-     "meta": dict,                   # provenance, e.g. input normalisation of converted weights
+     "meta": dict,                   # provenance (not the meta-module), e.g. input normalisation of converted weights
      "optimizer": ..., "scheduler": ..., "run_id": ...}  # only in training checkpoints
 """
 

@@ -259,7 +259,7 @@ def grow_classifier(
 ) -> OrderedDict[str, torch.Tensor]:
     """Extend the class-specific layers to ``num_classes`` outputs; old rows are copied exactly.
 
-    New rows, as the seed does: cls ~ N(0, 0.01), box regression ~ N(0, 0.001), biases 0; new mask
+    New rows, as the released code does: cls ~ N(0, 0.01), box regression ~ N(0, 0.001), biases 0; new mask
     logit filters get torchvision's own init for them (Kaiming normal, fan-out).
     """
     grown = OrderedDict(state_dict)

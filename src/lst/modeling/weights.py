@@ -30,7 +30,7 @@ roi_heads.mask.predictor.mask_fcn_logits.X             roi_heads.mask_predictor.
 =====================================================  ==================================================
 
 Differences of maskrcnn-benchmark weights that the names do not carry, returned in the metadata so that the
-model builder can match them (see :data:`MASKRCNN_BENCHMARK_META`):
+model builder can match them (see :data:`MASKRCNN_BENCHMARK_PROVENANCE`):
 
 * The C2-derived backbone expects BGR images in 0-255 minus the pixel mean [102.9801, 115.9465, 122.7717]
   with std 1. The stem conv is converted to RGB input here; the builder must use ``image_mean`` /
@@ -62,7 +62,7 @@ from lst.modeling.checkpoint import save_checkpoint
 SOURCE_TORCHVISION = "torchvision"
 SOURCE_MASKRCNN_BENCHMARK = "maskrcnn_benchmark"
 
-TORCHVISION_META: dict[str, Any] = {
+TORCHVISION_PROVENANCE: dict[str, Any] = {
     "source": SOURCE_TORCHVISION,
     "image_mean": [0.485, 0.456, 0.406],
     "image_std": [0.229, 0.224, 0.225],
@@ -70,13 +70,16 @@ TORCHVISION_META: dict[str, Any] = {
 }
 # maskrcnn-benchmark's PIXEL_MEAN is BGR [102.9801, 115.9465, 122.7717] on 0-255 images with std 1;
 # expressed for RGB images in 0-1 (torchvision's GeneralizedRCNNTransform): (x - m/255) / (1/255) = 255x - m.
-MASKRCNN_BENCHMARK_META: dict[str, Any] = {
+MASKRCNN_BENCHMARK_PROVENANCE: dict[str, Any] = {
     "source": SOURCE_MASKRCNN_BENCHMARK,
     "image_mean": [122.7717 / 255, 115.9465 / 255, 102.9801 / 255],
     "image_std": [1 / 255] * 3,
     "stride_in_1x1": True,
 }
-_META_BY_SOURCE = {SOURCE_TORCHVISION: TORCHVISION_META, SOURCE_MASKRCNN_BENCHMARK: MASKRCNN_BENCHMARK_META}
+_PROVENANCE_BY_SOURCE = {
+    SOURCE_TORCHVISION: TORCHVISION_PROVENANCE,
+    SOURCE_MASKRCNN_BENCHMARK: MASKRCNN_BENCHMARK_PROVENANCE,
+}
 
 # Layers whose shapes depend on the number of classes: removed by trimming.
 CLASS_SPECIFIC_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
@@ -331,7 +334,7 @@ def validate_torchvision_state_dict(state_dict: Mapping[str, Tensor], origin: st
 
 
 def _unpack(obj: Any, origin: str) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
-    """The state dict inside a loaded checkpoint, and the container's stored ``meta`` (if any)."""
+    """The state dict inside a loaded checkpoint, and the container's stored provenance (its ``meta``, if any)."""
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{origin}: not a checkpoint (top-level object is a {type(obj).__name__}, not a dict)")
     if not obj:
@@ -343,8 +346,8 @@ def _unpack(obj: Any, origin: str) -> tuple[Mapping[str, Any], Mapping[str, Any]
                 raise WeightsError(
                     f"{origin}: unknown layout ({container_key!r} holds a {type(state).__name__}, not a state dict)"
                 )
-            meta = obj.get("meta")
-            return state, meta if isinstance(meta, Mapping) else None
+            provenance = obj.get("meta")
+            return state, provenance if isinstance(provenance, Mapping) else None
     if all(isinstance(value, Tensor) for value in obj.values()):
         return obj, None
     raise WeightsError(
@@ -367,13 +370,13 @@ def read_named_tensors(
             f"{path}: not a {content}, or it holds objects other than tensors and builtins "
             f"(torch.load with weights_only=True failed: {_describe_load_error(error)})"
         ) from error
-    state, stored_meta = _unpack(obj, str(path))
+    state, stored_provenance = _unpack(obj, str(path))
     not_tensors = [
         str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, Tensor)
     ]
     if not_tensors:
         raise WeightsError(f"{path}: state dict entries that are not named tensors {_listing(not_tensors)}")
-    return state, stored_meta
+    return state, stored_provenance
 
 
 def _describe_load_error(error: Exception) -> str:
@@ -391,14 +394,14 @@ def _describe_load_error(error: Exception) -> str:
 def load_coco_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Load COCO Mask R-CNN R50-FPN weights as a torchvision-named state dict plus metadata.
 
-    The metadata is a copy of :data:`TORCHVISION_META` or :data:`MASKRCNN_BENCHMARK_META` and says how the
+    The metadata is a copy of :data:`TORCHVISION_PROVENANCE` or :data:`MASKRCNN_BENCHMARK_PROVENANCE` and says how the
     model must normalise its input (``image_mean``/``image_std`` for 0-1 RGB images) and where the
     bottleneck stride goes (``stride_in_1x1``). A file written by :func:`trim_checkpoint` keeps the
     metadata it was written with. Nothing is unpickled except tensors and builtins (``weights_only=True``).
     """
     path = Path(path)
     origin = str(path)
-    state, stored_meta = read_named_tensors(path, "weights file", "checkpoint")
+    state, stored_provenance = read_named_tensors(path, "weights file", "checkpoint")
 
     source = _detect_source(state)
     if source is None:
@@ -408,18 +411,18 @@ def load_coco_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], di
         )
     if source == SOURCE_MASKRCNN_BENCHMARK:
         converted = maskrcnn_benchmark_to_torchvision(state, origin)
-        meta = dict(MASKRCNN_BENCHMARK_META)
+        provenance = dict(MASKRCNN_BENCHMARK_PROVENANCE)
     else:
         converted = _upgrade_torchvision_names(state, origin)
-        meta = dict(TORCHVISION_META)
-        if stored_meta is not None and "source" in stored_meta:  # a file written by trim_checkpoint
-            stored_source = stored_meta["source"]
-            if stored_source not in _META_BY_SOURCE:
-                raise WeightsError(f"{origin}: stored meta names an unknown source {stored_source!r}")
-            meta = dict(_META_BY_SOURCE[stored_source])
+        provenance = dict(TORCHVISION_PROVENANCE)
+        if stored_provenance is not None and "source" in stored_provenance:  # a file written by trim_checkpoint
+            stored_source = stored_provenance["source"]
+            if stored_source not in _PROVENANCE_BY_SOURCE:
+                raise WeightsError(f"{origin}: stored provenance (meta) names an unknown source {stored_source!r}")
+            provenance = dict(_PROVENANCE_BY_SOURCE[stored_source])
     validate_torchvision_state_dict(converted, origin)
-    meta = {key: list(value) if isinstance(value, list) else value for key, value in meta.items()}
-    return converted, meta
+    provenance = {key: list(value) if isinstance(value, list) else value for key, value in provenance.items()}
+    return converted, provenance
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -440,11 +443,11 @@ def trim_checkpoint(src_path: str | os.PathLike, dst_path: str | os.PathLike) ->
     Optimizer and scheduler state of the source are never carried over. Returns a summary:
     ``{"source", "num_kept", "dropped", "path"}``.
     """
-    state, meta = load_coco_checkpoint(src_path)
+    state, provenance = load_coco_checkpoint(src_path)
     trimmed, dropped = trim_state_dict(state)
-    checkpoint = {"model": trimmed, "category_ids": [], "iteration": 0, "config": {}, "meta": meta}
+    checkpoint = {"model": trimmed, "category_ids": [], "iteration": 0, "config": {}, "meta": provenance}
     save_checkpoint(checkpoint, dst_path)
-    return {"source": meta["source"], "num_kept": len(trimmed), "dropped": dropped, "path": str(dst_path)}
+    return {"source": provenance["source"], "num_kept": len(trimmed), "dropped": dropped, "path": str(dst_path)}
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from lst.data import tables
-from lst.data.phase_data import load_split, phase_data
+from lst.data.phase_data import load_phase_plan, phase_data
 from lst.engine.distributed import pick_device
 from lst.errors import CheckpointError
 from lst.evaluation.inference import detect, ground_truth
@@ -35,7 +35,7 @@ def main(cfg: dict[str, Any]) -> None:
     checkpoint = load_checkpoint(model_path, required=("model", "category_ids", "config"))
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
     if checkpoint["category_ids"] != data.category_ids.tolist():
-        raise CheckpointError(f"{model_path}: trained for other classes than phases 0..{phase} of this split")
+        raise CheckpointError(f"{model_path}: trained for other classes than phases 0..{phase} of this plan")
     model_cfg = dict(checkpoint["config"]["model"])
     threshold = eval_cfg["score_thresh"] if phase == 0 else eval_cfg["score_thresh_incremental"]
     model_cfg.update(box_score_thresh=threshold, box_detections_per_img=eval_cfg["max_dets"])
@@ -48,8 +48,8 @@ def main(cfg: dict[str, Any]) -> None:
     )
     tables.write_table(detections, out_dir / "detections.parquet", tables.DETECTIONS)
 
-    split = load_split(split_dir)
-    seen = split[split["category_id"].isin(data.category_ids)]
+    plan = load_phase_plan(split_dir)
+    seen = plan[plan["category_id"].isin(data.category_ids)]
     annotations = pd.concat([data.annotations, data.crowd], ignore_index=True)  # crowd regions: ignored matches
     gt = ground_truth(data.images.reset_index(drop=True), annotations, seen)
     fixed_ap = bool(eval_cfg.get("fixed_ap", False))

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from lst.data import tables
-from lst.data.phase_data import load_split, phase_data
+from lst.data.phase_data import load_phase_plan, phase_data
 from lst.engine.distributed import pick_device
 from lst.methods.distill import teacher_logits
 from lst.modeling.checkpoint import load_checkpoint
@@ -32,8 +32,8 @@ def main(cfg: dict[str, Any]) -> None:
     teacher.load_state_dict(teacher_checkpoint["model"])
     teacher.to(pick_device(cfg["device"]))
     data = phase_data(data_dir, split_dir, phase, "train", image_root, with_masks=False)
-    split = load_split(split_dir)
-    new_ids = set(split.loc[split["phase"] == phase, "category_id"].tolist())
+    plan = load_phase_plan(split_dir)
+    new_ids = set(plan.loc[plan["phase"] == phase, "category_id"].tolist())
     table = teacher_logits(teacher, data, new_ids, cfg["eval"]["batch_size"])
     tables.write_arrow(table, out)
     log.info("wrote %s: %d rows of %d logits", out, table.num_rows, table.schema.field("logits").type.list_size)

@@ -44,7 +44,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     previous = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
     old_ids = list(previous["category_ids"])
     if old_ids != data.category_ids[: len(old_ids)].tolist():
-        raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this split")
+        raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this plan")
     # the architecture is the previous model's; its training-time sampling may differ per phase
     model_cfg = {**previous["config"]["model"], **train_cfg["model_overrides"]}
     torch.manual_seed(seed)
@@ -98,10 +98,10 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
 
 def initialise_new_rows(model, data, num_old: int, meta_path: str, cfg: dict[str, Any]) -> None:
     """Replace the new classes' random classifier rows by the meta-module's generated weights."""
-    meta = load_checkpoint(meta_path, required=("model",))
+    generator_checkpoint = load_checkpoint(meta_path, required=("model",))
     rows = model.roi_heads.box_predictor.cls_score.weight
     generator = WeightGenerator(rows.shape[1])
-    generator.load_state_dict(meta["model"])
+    generator.load_state_dict(generator_checkpoint["model"])
     new_ids = data.category_ids[num_old:].tolist()
     features = class_features(model, data, new_ids, cfg["meta"]["per_class"], cfg["eval"]["batch_size"], cfg["seed"])
     missing = [c for c in new_ids if c not in features]
