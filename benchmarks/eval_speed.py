@@ -1,4 +1,4 @@
-"""LVIS evaluation speed: lvis-api (lvis 0.5.3) against lst.lvis_eval, in one run, loading included.
+"""LVIS evaluation speed: lvis-api (lvis 0.5.3) against lst.evaluation.lvis_eval, in one run, loading included.
 
     python benchmarks/eval_speed.py [--images 5000] [--categories 1230] [--dets-per-image 300]
                                     [--segm-images 1000] [--skip-bbox] [--skip-segm] [--skip-lvis-api]
@@ -45,8 +45,8 @@ import numpy as np
 import pandas as pd
 import pycocotools.mask as mask_utils
 
-from lst.lvis_eval import METRIC_KEYS, evaluate_lvis, load_detections
-from lst.lvis_eval import main as lst_eval
+from lst.cli.lst_eval import main as lst_eval
+from lst.evaluation.lvis_eval import METRIC_KEYS, evaluate_lvis, load_detections
 from lst.testing import lvis_results
 
 # LVIS v0.5: 454 rare, 461 common, 315 frequent classes out of 1230
@@ -224,7 +224,7 @@ def bench(label: str, gt: dict, dets: pd.DataFrame, iou_type: str, tmp: Path, lv
         flush=True,
     )
     t_lst, t_load, m_lst = run_lst(gt_path, pq_path, iou_type)
-    print(f"[{label}] lst.lvis_eval: {t_lst:.2f} s (loading the two files: {t_load:.2f} s)", flush=True)
+    print(f"[{label}] lst.evaluation.lvis_eval: {t_lst:.2f} s (loading the two files: {t_load:.2f} s)", flush=True)
     if not lvis_api:
         print(json.dumps(m_lst))
         return True

@@ -7,8 +7,8 @@ them in the GPU section of a RESULTS file (that section is replaced, the others 
 
 Training runs, per amp mode, on the same synthetic images in the same order, batch and loader settings:
 
-* lst: Mask R-CNN R50-FPN at 800 x 1333 of ``conf/model/resnet50_fpn.yaml`` (``lst.model.build_model``: the
-  cosine classifier, mask weight transfer and its MLP) trained by ``lst.engine.train`` as ``train_base``
+* lst: Mask R-CNN R50-FPN at 800 x 1333 of ``conf/model/resnet50_fpn.yaml`` (``lst.modeling.mask_rcnn.build_model``: the
+  cosine classifier, mask weight transfer and its MLP) trained by ``lst.engine.trainer.train`` as ``train_base``
   calls it, with the ``lvis_v0.5_lst`` preset's solver (SGD; stem and res2 frozen; autocast, and a
   GradScaler for fp16, as the engine does them);
 * bare: ``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)`` with
@@ -19,7 +19,7 @@ Training runs, per amp mode, on the same synthetic images in the same order, bat
 * with amp off, also lst's model in the bare loop: lst / that run is the cost of lst's loop alone.
 
 Each run times ``--iterations`` iterations after ``--warmup`` ones (device synchronised at each), data
-loading included. The evaluation pass is ``lst.inference.detect`` (the evaluate step's inference) on
+loading included. The evaluation pass is ``lst.evaluation.inference.detect`` (the evaluate step's inference) on
 ``--eval-images`` images with a fresh lst model at the incremental phases' settings (score threshold 0,
 300 detections per image: the most work). Images are random noise with 3-12 elliptic polygons of 16 px
 to half the image side each. ``--budget`` guards the whole check's time: a run that reaches the guard
@@ -47,15 +47,15 @@ import yaml
 from PIL import Image
 from train_throughput import CONF, fresh_model, train_cfg
 
-from lst.dataset import DetectionData, SampleStream, collate
-from lst.distributed import AMP_MODES, amp_mode
-from lst.engine import train
-from lst.inference import detect
+from lst.data.dataset import DetectionData, SampleStream, collate
+from lst.data.sampling import uniform_stream
+from lst.engine.distributed import AMP_MODES, amp_mode
+from lst.engine.trainer import train
+from lst.evaluation.inference import detect
 from lst.io import write_text_atomic
-from lst.sampling import uniform_stream
 
 HEADER = "## GPU: `python benchmarks/gpu_check.py`"
-# (amp, loop, model): lst = lst.engine.train on lst's model; bare = torchvision's loop
+# (amp, loop, model): lst = lst.engine.trainer.train on lst's model; bare = torchvision's loop
 RUNS = [(amp, "lst", "lst") for amp in AMP_MODES] + [(amp, "bare", "torchvision") for amp in AMP_MODES]
 RUNS.append(("off", "bare", "lst"))
 
@@ -233,7 +233,7 @@ def timed_run(setup: Setup, amp: str, loop: str, which: str) -> Figures:
 
 
 def evaluation(setup: Setup, tables: Tables, amp: str, num_images: int, batch_size: int) -> tuple[Figures, float]:
-    """Images/s and peak memory of lst.inference.detect on ``num_images`` images, after one warm-up batch;
+    """Images/s and peak memory of lst.evaluation.inference.detect on ``num_images`` images, after one warm-up batch;
     detections per image."""
     if note := unavailable(setup, amp, setup.end):
         return Figures(note=note), float("nan")
@@ -266,7 +266,7 @@ def release(device: torch.device) -> None:
 
 # --- the report -----------------------------------------------------------------------------------------
 
-LOOPS = {"lst": "lst.engine.train", "bare": "bare torchvision loop"}
+LOOPS = {"lst": "lst.engine.trainer.train", "bare": "bare torchvision loop"}
 
 
 def number(value: float | None, digits: int = 2) -> str:
@@ -304,14 +304,14 @@ def report(cfg: dict, setup: Setup, training: dict, evals: dict, seconds: float)
         "| training loop | model | amp | images/s | peak GPU memory GiB | note |",
         "|---|---|---|---:|---:|---|",
     ]
-    models = {"lst": f"lst.model {cfg['model']}", "torchvision": "torchvision maskrcnn_resnet50_fpn"}
+    models = {"lst": f"lst.modeling.mask_rcnn {cfg['model']}", "torchvision": "torchvision maskrcnn_resnet50_fpn"}
     for (amp, loop, which), figures in training.items():
         lines.append(f"| {LOOPS[loop]} | {models[which]} | {amp} | {number(figures.images_per_s)} | "
                      f"{number(figures.peak_gib, 1)} | {figures.note} |")  # fmt: skip
     lines += ["", *ratios(training), "", "How the two models differ: the docstring of benchmarks/gpu_check.py.", ""]
     lines += [
-        f"Evaluation pass (`lst.inference.detect`, {cfg['eval_images']} images, batch {cfg['eval_batch']}, score "
-        "threshold 0, up to 300 detections per image, masks encoded as RLE on the CPU):",
+        f"Evaluation pass (`lst.evaluation.inference.detect`, {cfg['eval_images']} images, batch {cfg['eval_batch']}, "
+        "score threshold 0, up to 300 detections per image, masks encoded as RLE on the CPU):",
         "",
         "| amp | images/s | detections/image | peak GPU memory GiB | note |",
         "|---|---:|---:|---:|---|",

@@ -1,10 +1,10 @@
-"""Teacher logits as Parquet (lst) against the seed's JSON: file size and load time, in one run.
+"""Teacher logits as Parquet (lst) against the released code's JSON: file size and load time, in one run.
 
     python benchmarks/logits_format.py [--rows 20000] [--logits 271]
 
 The logits are those of LVIS v0.5 phase 1, a teacher with 1 + 270 outputs; the default 20k rows are
 10k boxes with and without flip (phase 1 has several times more: the JSON side needs about 1 GB of
-RAM per 20k rows to load). The JSON holds the same numbers the way the seed stored them (nested
+RAM per 20k rows to load). The JSON holds the same numbers the way the released code stored them (nested
 lists keyed by image and annotation); loading means getting every logit into memory as floats.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lst.tables import logits_schema
+from lst.data.tables import logits_schema
 
 
 def make_table(rows: int, num_logits: int, seed: int = 0) -> pa.Table:
@@ -42,7 +42,7 @@ def make_table(rows: int, num_logits: int, seed: int = 0) -> pa.Table:
 
 
 def as_seed_json(table: pa.Table) -> dict:
-    """{image_id: {annotation_id: {"logits": [...], "logits_flip": [...]}}}, as the seed kept them."""
+    """{image_id: {annotation_id: {"logits": [...], "logits_flip": [...]}}}, as the released code kept them."""
     out: dict = {}
     logits = table.column("logits").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
     for image_id, annotation_id, flip, row in zip(

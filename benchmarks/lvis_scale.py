@@ -2,7 +2,7 @@
 
     python benchmarks/lvis_scale.py [--work /tmp/lst_lvis_scale] [--images 100000] [--cores 2]
 
-Generates (once; --regenerate to redo) a synthetic LVIS-v1-shaped train/val pair with lst.synthetic_lvis
+Generates (once; --regenerate to redo) a synthetic LVIS-v1-shaped train/val pair with lst.data.synthetic_lvis
 (100k train images, about 1.28M polygon annotations, 1,203 classes, a 1.1 GB train json), writes a config
 that is config/lvis_v1.yaml pointed at it, removes earlier results and runs
 ``snakemake <work>/results/<name>/<method>/phase1/replay.parquet`` in ``<work>``. Prints each rule's wall
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from lst.synthetic_lvis import SyntheticLvisSpec, generate
+from lst.data.synthetic_lvis import SyntheticLvisSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "lvis_v1_synthetic"

@@ -1,14 +1,14 @@
-"""Mask targets on a dense LVIS-like image: full-image masks against lst.mask_targets, in one run.
+"""Mask targets on a dense LVIS-like image: full-image masks against lst.data.masks, in one run.
 
     python benchmarks/mask_targets.py [--objects 500] [--repeats 4] [--threads 1] [--model]
 
 A 640 x 480 image holding ``--objects`` star polygons (most small, some large, as on LVIS's densest
-images) is read through lst.dataset.DetectionData and resized by the R50-FPN config's transform
+images) is read through lst.data.dataset.DetectionData and resized by the R50-FPN config's transform
 (src/lst/conf/model/resnet50_fpn.yaml: 800 x 1333, here 800 x 1067). Two paths:
 
     before  the loader rasterises every annotation to an H x W uint8 mask (what lst did); torchvision's
             transform resizes them with the image and ``project_masks_on_boxes`` crops them (RoIAlign)
-    after   the loader keeps the polygons (lst.mask_targets.InstanceMasks); only the positive RoIs get
+    after   the loader keeps the polygons (lst.data.masks.InstanceMasks); only the positive RoIs get
             a 28 x 28 target (``crop_and_resize``)
 
 By default the model-side work is the transform plus the targets of 128 positive RoIs (the config's
@@ -39,8 +39,8 @@ from PIL import Image
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from lst.dataset import DetectionData, hflip
-from lst.mask_targets import INSTANCE_MASKS, segmentation_to_mask
+from lst.data.dataset import DetectionData, hflip
+from lst.data.masks import INSTANCE_MASKS, segmentation_to_mask
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "lst" / "conf" / "model" / "resnet50_fpn.yaml"
 WIDTH, HEIGHT, MASK_SIZE = 640, 480, 28
@@ -110,8 +110,8 @@ def targets_step(cfg: dict, path: str):
 
 
 def model_step(cfg: dict, path: str):
-    from lst.engine import keyed_sampling
-    from lst.model import build_model
+    from lst.engine.trainer import keyed_sampling
+    from lst.modeling.mask_rcnn import build_model
 
     torch.manual_seed(0)
     model = build_model(cfg, num_classes=51).train()

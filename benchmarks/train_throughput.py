@@ -6,7 +6,7 @@ Both train the demo preset's model (the small Mask R-CNN, 128 px, lst.yaml's tra
 AdamW, batch 8) from the same initial weights on the same embedded demo images, in the same order,
 through the same dataset class. The bare loop is
 ``for images, targets in loader: loss = sum(model(images, targets).values()); loss.backward(); opt.step()``
-(plus zero_grad, and lst's learning-rate schedule: the same optimisation); lst's is ``lst.engine.train``
+(plus zero_grad, and lst's learning-rate schedule: the same optimisation); lst's is ``lst.engine.trainer.train``
 as a step calls it (schedule, keyed sampling, loss checks, logging, TensorBoard, checkpoints).
 
 The CPU may be shared with other work, so the two loops are interleaved step by step: a training hook
@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from lst.dataset import DetectionData, SampleStream, collate
-from lst.demo import generate_demo
-from lst.engine import keyed_sampling, lr_factor, make_optimizer, sample_seed, train
-from lst.lvis_json import read_lvis_json
-from lst.model import build_model
-from lst.sampling import uniform_stream
+from lst.data.dataset import DetectionData, SampleStream, collate
+from lst.data.demo import generate_demo
+from lst.data.lvis_json import read_lvis_json
+from lst.data.sampling import uniform_stream
+from lst.engine.trainer import keyed_sampling, lr_factor, make_optimizer, sample_seed, train
+from lst.modeling.mask_rcnn import build_model
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "lst" / "conf"
 
@@ -126,12 +126,12 @@ def interleaved(
 def plain_lst(data, stream, model_cfg: dict, cfg: dict, work_dir: Path) -> tuple[float, float]:
     """Images/s of an lst run on its own, and the data-loading share its log reports."""
     handler = DataShare()
-    logging.getLogger("lst.engine").addHandler(handler)
+    logging.getLogger("lst.engine.trainer").addHandler(handler)
     model = fresh_model(model_cfg, 1 + len(data.category_ids))
     started = time.perf_counter()
     train(model, stream, cfg, work_dir, {"category_ids": data.category_ids.tolist()}, seed=0)
     elapsed = time.perf_counter() - started
-    logging.getLogger("lst.engine").removeHandler(handler)
+    logging.getLogger("lst.engine.trainer").removeHandler(handler)
     return cfg["iterations"] * cfg["batch_size"] / elapsed, handler.share
 
 
@@ -146,8 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("lst.engine").setLevel(logging.INFO)
-    logging.getLogger("lst.engine").propagate = False  # progress lines are parsed, not printed
+    logging.getLogger("lst.engine.trainer").setLevel(logging.INFO)
+    logging.getLogger("lst.engine.trainer").propagate = False  # progress lines are parsed, not printed
 
     model_cfg = yaml.safe_load((CONF / "model" / "small.yaml").read_text())
     batch = args.batch_size

@@ -15,8 +15,8 @@ import pytest
 import torch
 from workflow_copy import run_snakemake, workflow_copy
 
+from lst.modeling.weights import torchvision_layout
 from lst.testing import draw_images, write_lvis
-from lst.weights import torchvision_layout
 
 torch.set_num_threads(1)
 

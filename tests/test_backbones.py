@@ -14,11 +14,11 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 from workflow_copy import run_snakemake, workflow_copy
 
-from lst.backbones import load_backbone_weights
-from lst.engine import backbone_stages, freeze_backbone_stages
+from lst.engine.trainer import backbone_stages, freeze_backbone_stages
 from lst.io import file_digest
-from lst.model import build_model
-from lst.weights import CLASS_SPECIFIC_PREFIXES
+from lst.modeling.backbones import load_backbone_weights
+from lst.modeling.mask_rcnn import build_model
+from lst.modeling.weights import CLASS_SPECIFIC_PREFIXES
 
 REPO = Path(__file__).resolve().parents[1]
 MOBILENET_FILE = REPO.parent / "shared" / "data" / "weights" / "mobilenet_v2_imagenet.pth"
@@ -114,7 +114,7 @@ def test_freezing_counts_mobilenet_stages_as_resnet_stages():
     model = build_model(model_cfg("mobilenet_v2_fpn", backbone_weights="any.pth"), num_classes=3)
     features = model.backbone.body
     assert [len(stage) for stage in backbone_stages(features)] == [2, 2, 3, 7, 5]
-    freeze_backbone_stages(model, 2)  # the seed's base phase: stem and the stride-4 stage
+    freeze_backbone_stages(model, 2)  # the released code's base phase: stem and the stride-4 stage
     frozen = [all(not p.requires_grad for p in block.parameters()) for block in features.children()]
     assert frozen == [True] * 4 + [False] * 15
     freeze_backbone_stages(model, 5)

@@ -407,7 +407,7 @@ CONFIG_CASES = {
     "eval_amp": ("evaluate", "eval.amp=fp8", "eval.amp: 'fp8' is not one of"),
     "check_workers": ("check_data", "check.workers=0", "check.workers: 0 threads"),
     "demo_spec": ("make_demo", "+demo.tail_instances=0", "demo: need 1 <= tail_instances <= head_instances"),
-    "demo_field": ("make_demo", "+demo.colour=red", "demo.colour: not a field of lst.demo.DemoSpec"),
+    "demo_field": ("make_demo", "+demo.colour=red", "demo.colour: not a field of lst.data.demo.DemoSpec"),
 }
 
 

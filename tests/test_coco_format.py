@@ -16,13 +16,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from workflow_copy import run_snakemake, workflow_copy
 
-from lst import tables
-from lst.inference import ground_truth
-from lst.lvis_eval import evaluate_lvis
-from lst.lvis_eval import main as lst_eval
-from lst.phase_data import phase_data
-from lst.sampling import replay_quotas
-from lst.splitting import frequency_of
+from lst.cli.lst_eval import main as lst_eval
+from lst.data import tables
+from lst.data.phase_data import phase_data
+from lst.data.phase_plan import frequency_of
+from lst.data.sampling import replay_quotas
+from lst.evaluation.inference import ground_truth
+from lst.evaluation.lvis_eval import evaluate_lvis
 from lst.testing import detection_frame, draw_images, write_lvis
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def run_cocoeval(gt: dict, dets: pd.DataFrame, iou_type: str) -> COCOeval:
         result = {"image_id": int(row.image_id), "category_id": int(row.category_id), "score": float(row.score)}
         if iou_type == "bbox":
             result["bbox"] = [float(row.x), float(row.y), float(row.w), float(row.h)]
-        else:  # no bbox: COCO sizes the result by its mask, as lst.lvis_eval does
+        else:  # no bbox: COCO sizes the result by its mask, as lst.evaluation.lvis_eval does
             height, width = next((i["height"], i["width"]) for i in gt["images"] if i["id"] == row.image_id)
             result["segmentation"] = {"size": [height, width], "counts": row.rle_counts.decode()}
         results.append(result)
@@ -326,12 +326,12 @@ def test_check_data_reads_each_split_from_its_own_folder(prepared, capfd):
 
 
 def test_split_counts_no_crowd_region(prepared):
-    split = tables.read_table(prepared["split_dir"] / "categories.parquet", tables.SPLIT_CATEGORIES)
+    split = tables.read_table(prepared["split_dir"] / "categories.parquet", tables.PHASE_PLAN)
     assert split["category_id"].tolist() == [1, 2, 3, 5]  # with the crowd regions 3 (4 "instances") would lead 2
     assert split["instance_count"].tolist() == [5, 3, 2, 1]
     assert split["image_count"].tolist() == [4, 3, 2, 1]
     assert split["frequency"].tolist() == frequency_of(split["image_count"].to_numpy()).tolist() == ["r"] * 4
-    membership = tables.read_table(prepared["split_dir"] / "images.parquet", tables.SPLIT_IMAGES)
+    membership = tables.read_table(prepared["split_dir"] / "images.parquet", tables.PHASE_PLAN_IMAGES)
     first = {(r.split, r.image_id): r.first_phase for r in membership.itertuples()}
     assert first[("train", 6)] is pd.NA  # a crowd region only: in no phase's training set
     assert first[("train", 2)] == 0 and first[("val", 2)] == 1  # same id, two images: val 2 holds class 3 only
@@ -352,13 +352,13 @@ def test_replay_draws_no_crowd_region(prepared):
     pairs = set(zip(stream["image_id"], stream["category_id"], strict=True))
     assert {p for p in pairs if p[1] in (3, 5)} == {(2, 3), (5, 3), (4, 5)}  # not (6, 3): a crowd region only
     assert {p[0] for p in pairs if p[1] == 1} <= {1, 2, 3, 4} and {p[0] for p in pairs if p[1] == 2} <= {1, 3, 5}
-    split = tables.read_table(prepared["split_dir"] / "categories.parquet", tables.SPLIT_CATEGORIES)
+    split = tables.read_table(prepared["split_dir"] / "categories.parquet", tables.PHASE_PLAN)
     # m = 1.5 new instances per class; class 1: 5 instances on 4 images -> 1; class 2: 3 on 3 -> 2 (half up)
     assert replay_quotas(split, 1)["quota"].tolist() == [1, 2]
 
 
 def test_evaluation_ignores_crowd_regions_and_counts_negatives(prepared):
-    split = tables.read_table(prepared["split_dir"] / "categories.parquet", tables.SPLIT_CATEGORIES)
+    split = tables.read_table(prepared["split_dir"] / "categories.parquet", tables.PHASE_PLAN)
     data = phase_data(
         prepared["data_dir"], prepared["split_dir"], 1, "val", {k: str(v) for k, v in prepared["roots"].items()}
     )
@@ -386,8 +386,8 @@ def test_evaluate_step_names_the_val_files_own_ids(prepared, tmp_path, capsys):
     import torch
     import yaml
 
-    from lst.checkpoint import save_checkpoint
-    from lst.model import build_model
+    from lst.modeling.checkpoint import save_checkpoint
+    from lst.modeling.mask_rcnn import build_model
 
     model_cfg = yaml.safe_load((REPO / "src/lst/conf/model/small.yaml").read_text())
     torch.manual_seed(0)
@@ -446,7 +446,7 @@ def test_real_coco_mini_in_place(tmp_path):
     train = json.loads(files["train"].read_text())["annotations"]
     instances = pd.DataFrame([(a["category_id"], a["image_id"]) for a in train if not a["iscrowd"]],
                              columns=["category_id", "image_id"])  # fmt: skip
-    split = tables.read_table(split_dir / "categories.parquet", tables.SPLIT_CATEGORIES).set_index("category_id")
+    split = tables.read_table(split_dir / "categories.parquet", tables.PHASE_PLAN).set_index("category_id")
     assert split["instance_count"].sum() == 739 - 8
     assert split.loc[1, "instance_count"] == 167  # person: 172 with its 5 crowd regions
     counts = instances.groupby("category_id").agg(n=("image_id", "size"), images=("image_id", "nunique"))

@@ -26,7 +26,7 @@ from conftest import step_command
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lst.distributed import state_digest
+from lst.engine.distributed import state_digest
 from lst.testing import write_lvis
 
 pytestmark = pytest.mark.ddp

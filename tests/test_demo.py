@@ -1,4 +1,4 @@
-"""Tests of the seeded synthetic LVIS-format demo dataset (lst.demo)."""
+"""Tests of the seeded synthetic LVIS-format demo dataset (lst.data.demo)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from lvis import LVIS
 from PIL import Image
 
-import lst.demo as demo
-from lst.demo import COLOURS, SHAPES, DemoSpec, generate_demo
+import lst.data.demo as demo
+from lst.data.demo import COLOURS, SHAPES, DemoSpec, generate_demo
 
 SMALL = DemoSpec(num_train_images=40, num_val_images=20, head_instances=40, tail_instances=2, val_min_instances=3)
 
@@ -130,7 +130,7 @@ def test_long_tail_counts(default_demo: dict) -> None:
     assert expected[-1] == spec.tail_instances <= 5
     assert sorted(inst.values(), reverse=True) == expected
     # the count of each class is the one of its seeded long-tail rank ...
-    ranks = demo.long_tail_ranks(spec.seed)
+    ranks = demo.long_tail_positions(spec.seed)
     assert sorted(ranks) == list(range(n))
     assert all(inst[k + 1] == expected[ranks[k]] for k in range(n))
     # ... and the long-tail order is not the id order

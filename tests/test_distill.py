@@ -2,9 +2,9 @@ import pyarrow as pa
 import torch
 from conftest import SMALL
 
-from lst.distill import DistillationLoss, box_cosines
-from lst.model import build_model
-from lst.tables import logits_schema
+from lst.data.tables import logits_schema
+from lst.methods.distill import DistillationLoss, box_cosines
+from lst.modeling.mask_rcnn import build_model
 
 
 def _table(rows):

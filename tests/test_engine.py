@@ -7,13 +7,13 @@ import torch
 from conftest import SMALL
 from PIL import Image
 
-from lst.dataset import DetectionData, SampleStream
-from lst.distributed import state_digest
-from lst.engine import lr_factor, train
+from lst.data.dataset import DetectionData, SampleStream
+from lst.data.sampling import uniform_stream
+from lst.engine.distributed import state_digest
+from lst.engine.train_loop import HookBase, TrainerBase
+from lst.engine.trainer import lr_factor, train
 from lst.errors import TrainingError
-from lst.model import build_model
-from lst.sampling import uniform_stream
-from lst.train_loop import HookBase, TrainerBase
+from lst.modeling.mask_rcnn import build_model
 
 CFG = dict(
     iterations=6, batch_size=2, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
@@ -60,7 +60,7 @@ def test_resume_after_interruption_gives_identical_weights(tiny_data, tmp_path, 
 
     with pytest.raises(KeyboardInterrupt):
         _train(stream, tmp_path / "resumed", crash_at_5)
-    with caplog.at_level(logging.INFO, logger="lst.engine"):
+    with caplog.at_level(logging.INFO, logger="lst.engine.trainer"):
         resumed = _train(stream, tmp_path / "resumed")
     assert "at iteration 3" in caplog.text
     assert resumed["iteration"] == straight["iteration"] == 6
@@ -102,18 +102,18 @@ def test_a_checkpoint_of_another_stream_is_not_resumed(tiny_data, tmp_path, capl
     data, stream = tiny_data
     _train(stream, tmp_path)
     other = SampleStream(data, uniform_stream(data.image_ids(), 6, 2, seed=1))
-    with caplog.at_level(logging.INFO, logger="lst.engine"):
+    with caplog.at_level(logging.INFO, logger="lst.engine.trainer"):
         _train(other, tmp_path)
     assert "another configuration" in caplog.text
     assert "resuming" not in caplog.text
 
 
 def test_freezing_counts_resnet_stages_as_maskrcnn_benchmark():
-    from lst.engine import freeze_backbone_stages
+    from lst.engine.trainer import freeze_backbone_stages
 
     model = build_model(dict(SMALL, backbone="resnet18_fpn", fpn_channels=16), num_classes=3)
     body = model.backbone.body
-    freeze_backbone_stages(model, 2)  # the seed's base phase: stem and res2 (layer1)
+    freeze_backbone_stages(model, 2)  # the released code's base phase: stem and res2 (layer1)
     assert not any(p.requires_grad for p in body.conv1.parameters())
     assert not any(p.requires_grad for p in body.layer1.parameters())
     assert all(p.requires_grad for p in body.layer2.parameters())
@@ -170,7 +170,7 @@ def test_channels_last_trains_like_the_default_layout(tiny_data, tmp_path):
 def test_sampling_of_an_image_does_not_depend_on_its_batch():
     from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
-    from lst.engine import KeyedSampler
+    from lst.engine.trainer import KeyedSampler
 
     sampler = KeyedSampler(BalancedPositiveNegativeSampler(8, 0.25), "roi")
     rng = torch.Generator().manual_seed(0)
@@ -201,7 +201,7 @@ def test_hooks_see_every_iteration_and_training_mode_comes_back(tiny_data, tmp_p
 
 
 def test_a_stream_split_for_other_ranks_is_refused():
-    from lst.engine import rank_samples
+    from lst.engine.trainer import rank_samples
 
     samples = uniform_stream(np.arange(1, 9), 3, 2, world_size=2)
     mine = rank_samples(samples, 1, 2)
@@ -211,7 +211,7 @@ def test_a_stream_split_for_other_ranks_is_refused():
 
 
 def test_bf16_inference_gives_float32_columns(tiny_data):
-    from lst.inference import detect
+    from lst.evaluation.inference import detect
 
     data, _ = tiny_data
     torch.manual_seed(0)
@@ -224,7 +224,7 @@ def test_bf16_inference_gives_float32_columns(tiny_data):
 
 
 def test_biases_train_at_twice_the_lr_without_decay_as_maskrcnn_benchmark():
-    from lst.engine import make_optimizer
+    from lst.engine.trainer import make_optimizer
 
     model = build_model(SMALL, num_classes=3)
     model.backbone.body.stem.requires_grad_(False)
@@ -355,7 +355,7 @@ def test_tensorboard_curves_of_a_resumed_run_are_the_uninterrupted_ones(tiny_dat
 
 
 def test_periodic_evaluation_is_a_training_hook(tiny_data, tmp_path):
-    from lst.periodic_eval import PeriodicEvaluation, read_curve
+    from lst.evaluation.periodic_eval import PeriodicEvaluation, read_curve
 
     data, stream = tiny_data
     images = data.images.reset_index(drop=True).assign(neg_category_ids=[[]] * 4, not_exhaustive_category_ids=[[]] * 4)

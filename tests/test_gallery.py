@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from lst import gallery, tables
+from lst.data import tables
+from lst.data.phase_data import load_phase_plan, phase_data
 from lst.errors import ConfigError
-from lst.phase_data import load_split, phase_data
+from lst.reporting import gallery
 
 # classes 1, 2 in phase 0, 3..5 in phase 1 (the tail: 4 and 5 rare)
 CATEGORIES = pd.DataFrame(
@@ -72,7 +73,7 @@ def test_the_gallery_grid_has_a_row_per_image_and_a_column_per_model(dataset, sp
     monkeypatch.setattr(gallery, "save_grid", lambda rows, *args: drawn.update(rows=rows) or save_grid(rows, *args))
     settings = {"images": 4, "score_thresh": 0.5}
     columns = {"found": found, "faint": tmp_path / "faint.parquet"}  # a table, or a file read for the images
-    assert gallery.draw_gallery(data, load_split(split_dir), columns, settings, tmp_path / "g.png") == [3]
+    assert gallery.draw_gallery(data, load_phase_plan(split_dir), columns, settings, tmp_path / "g.png") == [3]
     with Image.open(tmp_path / "g.png") as png:
         assert png.size == (round(3 * gallery.CELL * gallery.DPI), round((gallery.CELL + gallery.TITLE) * gallery.DPI))
     ((truth, strong, weak),) = drawn["rows"]

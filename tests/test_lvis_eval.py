@@ -1,4 +1,4 @@
-"""lst.lvis_eval against lvis-api (lvis 0.5.3) itself, on randomized federated cases."""
+"""lst.evaluation.lvis_eval against lvis-api (lvis 0.5.3) itself, on randomized federated cases."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pandas as pd
 import pycocotools.mask as mask_utils
 import pytest
 
-from lst import lvis_match
-from lst.lvis_eval import (
+from lst.cli.lst_eval import main
+from lst.evaluation import lvis_match
+from lst.evaluation.lvis_eval import (
     FIXED_AP_DETS_PER_CLASS,
     METRIC_KEYS,
     EvalResult,
@@ -20,7 +21,6 @@ from lst.lvis_eval import (
     export_lvis_results,
     image_sizes,
     load_detections,
-    main,
     mean_ap,
 )
 from lst.testing import detection_frame, lvis_results
@@ -744,7 +744,8 @@ def test_cli_fixed_ap(tmp_path, capsys, cli_case):
 
 
 def test_model_markdown_has_every_table_and_number():
-    from lst.report import INSTANCE_BINS, model_markdown
+    from lst.evaluation.phase_metrics import INSTANCE_BINS
+    from lst.reporting.report import model_markdown
 
     gt, dets = make_case(1)
     cats = sorted(c["id"] for c in gt["categories"])
@@ -793,7 +794,7 @@ def test_model_markdown_has_every_table_and_number():
 
 def test_segmentation_rle_is_lvis_api_ann_to_rle(tmp_path):
     """The one decoding of segmentations (training's mask targets and this evaluator) against lvis-api's."""
-    from lst.segmentation import segmentation_rle
+    from lst.data.segmentation import segmentation_rle
 
     height, width = 30, 40
     full = np.zeros((height, width), np.uint8)

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from lst.data.lvis_json import merge_splits, read_lvis_json
+from lst.data.tables import ANNOTATIONS, CATEGORIES, IMAGES
 from lst.errors import DataError
-from lst.lvis_json import merge_splits, read_lvis_json
-from lst.tables import ANNOTATIONS, CATEGORIES, IMAGES
 
 
 def test_reads_images_annotations_categories(tmp_path, make_lvis_file):
@@ -71,11 +71,11 @@ def test_image_paths_where_coco_2017_keeps_them(tmp_path, make_lvis_file):
 
 def test_long_segmentation_columns_are_chunked(tmp_path, make_lvis_file, monkeypatch):
     """Arrow strings address 2 GiB at most: the column is split into chunks, with nothing lost."""
-    import lst.lvis_json
+    import lst.data.lvis_json
 
     path = make_lvis_file(tmp_path / "train.json")
     whole = read_lvis_json(path, "train").annotations
-    monkeypatch.setattr(lst.lvis_json, "_MAX_CHUNK_BYTES", 10)
+    monkeypatch.setattr(lst.data.lvis_json, "_MAX_CHUNK_BYTES", 10)
     chunked = read_lvis_json(path, "train").annotations
     assert chunked["segmentation"].num_chunks == 2
     assert chunked.equals(whole)

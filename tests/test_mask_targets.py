@@ -1,4 +1,4 @@
-"""Mask targets rasterised per positive RoI (lst.mask_targets) against full-image masks.
+"""Mask targets rasterised per positive RoI (lst.data.masks, lst.modeling.mask_head) against full-image masks.
 
 References: pycocotools' full-image rasterisation, sampled at the RoI's cell centres or pooled by
 RoIAlign; and torchvision's own mask loss on full-image masks, for the same sampled RoIs.
@@ -11,10 +11,10 @@ from conftest import SMALL
 from pycocotools import mask as mask_utils
 from torchvision.ops import roi_align
 
-from lst.dataset import hflip
-from lst.engine import keyed_sampling
-from lst.mask_targets import INSTANCE_MASKS, InstanceMasks, rasterize_in_box
-from lst.model import build_model
+from lst.data.dataset import hflip
+from lst.data.masks import INSTANCE_MASKS, InstanceMasks, rasterize_in_box
+from lst.engine.trainer import keyed_sampling
+from lst.modeling.mask_rcnn import build_model
 
 M = 28
 
@@ -181,8 +181,8 @@ def test_the_loader_gives_polygons_that_rasterise_to_the_annotated_masks(tmp_pat
     import pandas as pd
     from PIL import Image
 
-    from lst.dataset import DetectionData, SampleStream, collate
-    from lst.mask_targets import segmentation_to_mask
+    from lst.data.dataset import DetectionData, SampleStream, collate
+    from lst.data.masks import segmentation_to_mask
 
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "a.png")
     # two parts on integer pixels, where a flip is exact (other polygons: see the test above)
@@ -209,7 +209,7 @@ def test_the_loader_gives_polygons_that_rasterise_to_the_annotated_masks(tmp_pat
 def test_the_loss_is_torchvisions_on_the_same_targets():
     from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes
 
-    from lst.mask_targets import mask_loss
+    from lst.modeling.mask_head import mask_loss
 
     generator = torch.Generator().manual_seed(0)
     gt_masks = (torch.rand(3, 40, 50, generator=generator) > 0.5).to(torch.uint8)

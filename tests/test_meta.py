@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from lst.meta import WeightGenerator, train_generator
+from lst.methods.meta_module import WeightGenerator, train_generator
 
 
 def _clusters(num_classes=10, dim=16, per_class=30, seed=0):

@@ -1,8 +1,8 @@
 import torch
 from conftest import SMALL
 
-from lst.checkpoint import load_checkpoint, save_checkpoint
-from lst.model import build_model, grow_classifier
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lst.modeling.mask_rcnn import build_model, grow_classifier
 
 
 def _class_outputs(model, features):
@@ -36,7 +36,7 @@ def test_growth_keeps_old_outputs_identical():
     assert torch.equal(new_logits[:, :4], old_logits)
     assert torch.equal(new_boxes[:, :16], old_boxes)
     assert torch.equal(new_masks[:, :4], old_masks)
-    # new rows as the seed: cls ~ N(0, 0.01), box ~ N(0, 0.001), biases 0
+    # new rows as the released code: cls ~ N(0, 0.01), box ~ N(0, 0.001), biases 0
     cls_new = grown_state["roi_heads.box_predictor.cls_score.weight"][4:]
     assert cls_new.shape == (3, 32) and 0.003 < cls_new.std() < 0.03
     assert torch.all(grown_state["roi_heads.box_predictor.bbox_pred.bias"][16:] == 0)
@@ -59,7 +59,7 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
 
 
 def test_restrict_positives_on_constructed_labels():
-    from lst.model import restrict_positives
+    from lst.modeling.mask_rcnn import restrict_positives
 
     labels = torch.tensor([0, 3, 5, 3, -1, 0, 7])
     # target 3: RoIs of classes 5 and 7 leave the box loss, background and ignored stay
@@ -134,7 +134,7 @@ def test_box_regression_reads_relu_of_fc7_and_the_classifier_fc7():
 
 
 def test_fallback_keeps_the_first_positives_of_any_class():
-    from lst.model import restrict_positives
+    from lst.modeling.mask_rcnn import restrict_positives
 
     labels = torch.tensor([0, 5, 7, 0, 5, 6, -1, 7])
     assert restrict_positives(labels, 3, fallback=2).tolist() == [0, 5, 7, 0, -1, -1, -1, -1]

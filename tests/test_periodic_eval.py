@@ -5,11 +5,11 @@ import torch
 from conftest import SMALL
 from PIL import Image
 
-from lst.dataset import DetectionData
-from lst.inference import detect, ground_truth
-from lst.model import build_model
-from lst.periodic_eval import PeriodicEvaluation, read_curve
-from lst.phase_metrics import phase_metrics
+from lst.data.dataset import DetectionData
+from lst.evaluation.inference import detect, ground_truth
+from lst.evaluation.periodic_eval import PeriodicEvaluation, read_curve
+from lst.evaluation.phase_metrics import phase_metrics
+from lst.modeling.mask_rcnn import build_model
 
 EVAL = {"score_thresh": 0.05, "score_thresh_incremental": 0.0, "max_dets": 300, "batch_size": 2, "amp": "off"}
 

@@ -13,7 +13,7 @@ import torch
 import yaml
 from workflow_copy import REPO, run_snakemake, workflow_copy
 
-from lst import tables
+from lst.data import tables
 
 SHARED = (REPO.parent / "shared" / "data").resolve()
 COCO_MINI = SHARED / "coco-mini"

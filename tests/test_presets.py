@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import lst.conf
-from lst import tables
+from lst.data import tables
 
 
 def composed(preset: str, *overrides: str) -> dict:
@@ -72,7 +72,7 @@ def _split_dir(tmp_path: Path, phases: list[int]) -> Path:
             "phase": phases,
         }
     )
-    tables.write_table(split, tmp_path / "categories.parquet", tables.SPLIT_CATEGORIES)
+    tables.write_table(split, tmp_path / "categories.parquet", tables.PHASE_PLAN)
     return tmp_path
 
 

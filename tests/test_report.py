@@ -3,8 +3,8 @@ import re
 
 import pandas as pd
 
-from lst.report import summarize, summary_markdown
-from lst.summary_page import summary_html
+from lst.reporting.report import summarize, summary_markdown
+from lst.reporting.summary_page import summary_html
 
 
 def _metrics(ap: float, phases: int) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def test_summary_tables():
 
 
 def test_plots_are_written(tmp_path):
-    from lst.plots import forgetting_plot, per_class_plot
+    from lst.reporting.plots import forgetting_plot, per_class_plot
 
     summary = summarize([("base", 0, _metrics(0.5, 0)), ("lst", 1, _metrics(0.4, 1)), ("lst", 2, _metrics(0.3, 2))])
     forgetting_plot(summary, tmp_path / "forgetting.png")

@@ -2,8 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lst.errors import SamplingError
-from lst.sampling import (
+from lst.data.sampling import (
     _grouped_rows,
     aspect_groups,
     phase_seed,
@@ -12,6 +11,7 @@ from lst.sampling import (
     replay_stream,
     uniform_stream,
 )
+from lst.errors import SamplingError
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_uniform_stream_visits_every_image_each_epoch():
 
 
 def test_repeat_factors_by_hand():
-    from lst.sampling import repeat_factor_stream, repeat_factors
+    from lst.data.sampling import repeat_factor_stream, repeat_factors
 
     # class 1 in all four images (f = 1), class 2 in image 10 only (f = 0.25)
     pairs = pd.DataFrame({"image_id": [10, 11, 12, 13, 10], "category_id": [1, 1, 1, 1, 2]})

@@ -4,7 +4,7 @@ job through sbatch, each job gets what the profile asks for, and the results equ
 The cluster's node is declared as large as the profile's largest job and its partitions are named after the
 profile's, so the profile's requests go to sbatch unchanged (partition, GPUs, CPUs per GPU, memory, time). What
 the command line adds is what a cluster without accounting needs (--slurm-status-command squeue; no account),
---workflow-profile none (as docs/cluster.md says), and the shared `--cores 2` of snakemake_command, which caps every job's
+--workflow-profile none (docs/cluster.md), and the shared `--cores 2` of snakemake_command, which caps every job's
 threads at 2 as in the local run, so that both runs compute the same floats."""
 
 import fcntl

@@ -3,16 +3,16 @@ import pandas as pd
 import pytest
 from conftest import step_command
 
-from lst.errors import SplitError
-from lst.splitting import (
+from lst.data.phase_plan import (
     frequency_of,
     image_membership,
     phase_count,
     phase_sizes,
     phase_summary,
+    plan_phases,
     seen_categories,
-    split_categories,
 )
+from lst.errors import PhasePlanError
 
 
 def _annotations(counts: dict[int, list[int]]) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def test_sorts_by_instances_descending_ties_by_id_and_assigns_phases():
     categories = pd.DataFrame({"category_id": [5, 3, 9, 1, 7], "name": list("abcde"), "frequency": ""})
     # instances: 5 -> 3, 3 -> 1, 9 -> 3, 1 -> 2, 7 -> 0
     annotations = _annotations({5: [1, 1, 2], 3: [2], 9: [3, 4, 5], 1: [1, 6]})
-    split = split_categories(categories, annotations, [2, 2])
+    split = plan_phases(categories, annotations, [2, 2])
     assert split["category_id"].tolist() == [5, 9, 1, 3, 7]
     assert split["rank"].tolist() == [1, 2, 3, 4, 5]
     assert split["phase"].tolist() == [0, 0, 1, 1, -1]
@@ -66,7 +66,7 @@ def test_phase_count_is_the_split_s_and_counts_categories_only_when_it_must():
     ]:
         assert phase_count(phases, lambda num=num: num) == len(phase_sizes(num, **phases)) - 1
     assert phase_count({"base": 270, "step": 160}, lambda: 1230) == 6
-    with pytest.raises(SplitError, match="phases.step = 0"):
+    with pytest.raises(PhasePlanError, match="phases.step = 0"):
         phase_count({"base": 2, "step": 0}, lambda: 3)
 
 
@@ -80,14 +80,14 @@ def test_phase_count_is_the_split_s_and_counts_categories_only_when_it_must():
     ],
 )
 def test_phase_size_errors(kwargs, message):
-    with pytest.raises(SplitError, match=message):
+    with pytest.raises(PhasePlanError, match=message):
         phase_sizes(30, **kwargs)
 
 
 def test_cumulative_membership_per_phase():
     categories = pd.DataFrame({"category_id": [1, 2, 3], "name": list("abc"), "frequency": "f"})
     train = _annotations({1: [10, 10, 11], 2: [11, 12], 3: [13]})
-    split = split_categories(categories, train, [1, 1, 1])
+    split = plan_phases(categories, train, [1, 1, 1])
     images = pd.DataFrame({"image_id": [10, 11, 12, 13, 14], "split": "train"})
     membership = image_membership(images, train, split)
     # image 11 holds classes of phases 0 and 1 -> from phase 0; 14 holds nothing
@@ -110,7 +110,7 @@ def _lvis_v05_like(data_dir):
     their own images (1,000 ids per phase), so cumulative image counts grow phase by phase; every class
     has one val annotation.
     """
-    from lst import tables
+    from lst.data import tables
 
     groups = np.array([g for mix in LVIS_V05_MIX for g, n in zip("fcr", mix, strict=True) for _ in range(n)])
     rank = np.arange(1, len(groups) + 1)
@@ -153,7 +153,7 @@ def test_split_step_reports_the_papers_lvis_v05_mix(tmp_path):
     """The split step, run as the workflow runs it, sizes the phases 270 + 6 x 160 and reports docs/method.md's mix."""
     import subprocess
 
-    from lst import tables
+    from lst.data import tables
 
     data_dir, split_dir = tmp_path / "data", tmp_path / "split"
     groups, instances, phase = _lvis_v05_like(data_dir)
@@ -174,7 +174,7 @@ def test_split_step_reports_the_papers_lvis_v05_mix(tmp_path):
     assert phases["val_images"].tolist() == [1, 2, 3, 4, 5, 6, 7]  # cumulative: one val image per phase
     assert phases["train_images"].is_monotonic_increasing
     # the LVIS rule on training image counts reproduces the intended groups, class by class
-    split = tables.read_table(split_dir / "categories.parquet", tables.SPLIT_CATEGORIES)
+    split = tables.read_table(split_dir / "categories.parquet", tables.PHASE_PLAN)
     assert split["frequency"].tolist() == groups.tolist()
     assert split["phase"].tolist() == phase.tolist()
 

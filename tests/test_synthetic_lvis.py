@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import pytest
 
-from lst.lvis_json import merge_splits, read_lvis_json
-from lst.synthetic_lvis import SyntheticLvisSpec, generate, main
+from lst.data.lvis_json import merge_splits, read_lvis_json
+from lst.data.synthetic_lvis import SyntheticLvisSpec, generate, main
 
 SMALL = SyntheticLvisSpec(
     train_images=600, val_images=150, frequent=12, common=15, rare=10, mean_vertices=12.0, quirk_rate=0.01
@@ -107,7 +107,7 @@ def test_boxes_hold_their_polygons_except_the_planted_quirks(small):
 
 def test_ingests_with_clipping_and_skipping_counted(small, caplog):
     out, summary, _ = small
-    with caplog.at_level(logging.INFO, logger="lst.lvis_json"):
+    with caplog.at_level(logging.INFO, logger="lst.data.lvis_json"):
         train = read_lvis_json(out / "lvis_v1_train.json", "train")
         val = read_lvis_json(out / "lvis_v1_val.json", "val")
     data = merge_splits(train, val, out / "lvis_v1_train.json", out / "lvis_v1_val.json")

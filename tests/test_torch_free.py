@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 from conftest import step_command
 
-from lst import tables
+from lst.data import tables
 from lst.testing import write_lvis
 
 REPO = Path(__file__).resolve().parents[1]
 
-# ingestion, tables, split, sampling, checks, synthetic and demo data, the errors, the evaluator, the report
+# the data package (ingestion, tables, phase plan, sampling, checks, synthetic and demo data), the errors, the
+# evaluator, phase metrics, the report, lst-eval, and the data steps
 DATA_MODULES = [
-    "lst.errors", "lst.io", "lst.lvis_json", "lst.tables", "lst.splitting", "lst.sampling", "lst.data_check",
-    "lst.synthetic_lvis", "lst.demo", "lst.testing", "lst.lvis_eval", "lst.report", "lst.summary_page", "lst.steps",
+    "lst.errors", "lst.io", "lst.data", "lst.data.lvis_json", "lst.data.tables", "lst.data.phase_plan",
+    "lst.data.sampling", "lst.data.checks", "lst.data.synthetic_lvis", "lst.data.demo", "lst.testing",
+    "lst.evaluation", "lst.evaluation.lvis_eval", "lst.evaluation.phase_metrics", "lst.reporting",
+    "lst.reporting.report", "lst.reporting.summary_page", "lst.data.segmentation",
+    "lst.conf.schema", "lst.cli.lst_eval", "lst.steps",
     "lst.steps.prepare_data", "lst.steps.check_data", "lst.steps.split", "lst.steps.build_replay",
     "lst.steps.make_demo",
 ]  # fmt: skip
@@ -86,7 +90,10 @@ def test_data_steps_refuse_bad_input_without_torch(dataset, tmp_path, step):
 def test_torch_is_refused_where_torch_is_made_unimportable(tmp_path):
     """The check above can fail: a step that imports torch does not run in that environment."""
     result = subprocess.run(
-        [sys.executable, "-c", "import lst.phase_data"], capture_output=True, text=True, env=_without_torch(tmp_path)
+        [sys.executable, "-c", "import lst.data.phase_data"],
+        capture_output=True,
+        text=True,
+        env=_without_torch(tmp_path),
     )
     assert result.returncode != 0
     assert "torch imported by a data module or step" in result.stderr

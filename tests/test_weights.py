@@ -11,12 +11,12 @@ import torchvision
 from conftest import Payload, cheap_state
 from torch import nn
 
-from lst.checkpoint import load_checkpoint
 from lst.errors import WeightsError
-from lst.weights import (
+from lst.modeling.checkpoint import load_checkpoint
+from lst.modeling.weights import (
     CLASS_SPECIFIC_PREFIXES,
-    MASKRCNN_BENCHMARK_META,
-    TORCHVISION_META,
+    MASKRCNN_BENCHMARK_PROVENANCE,
+    TORCHVISION_PROVENANCE,
     load_coco_checkpoint,
     load_trimmed_into,
     torchvision_layout,
@@ -155,7 +155,7 @@ def test_maskrcnn_benchmark_names_match_its_modeling_code():
 
 def test_torchvision_load_and_trim(tv_state, tv_file):
     state, meta = load_coco_checkpoint(tv_file)
-    assert meta == TORCHVISION_META
+    assert meta == TORCHVISION_PROVENANCE
     assert list(state) == list(tv_state)
     for key, value in tv_state.items():
         assert torch.equal(state[key], value), key
@@ -179,13 +179,13 @@ def test_trim_checkpoint_torchvision(tv_state, tv_file, tmp_path):
     checkpoint = load_checkpoint(dst)
     assert set(checkpoint) == {"model", "category_ids", "iteration", "config", "meta"}
     assert checkpoint["category_ids"] == [] and checkpoint["iteration"] == 0 and checkpoint["config"] == {}
-    assert checkpoint["meta"] == TORCHVISION_META
+    assert checkpoint["meta"] == TORCHVISION_PROVENANCE
     assert set(checkpoint["model"]) == set(tv_state) - set(CLASS_KEYS_TV)
     for key, value in checkpoint["model"].items():
         assert torch.equal(value, tv_state[key]), key
     # a trimmed file loads again (class-specific layers are optional) with its metadata
     state, meta = load_coco_checkpoint(dst)
-    assert meta == TORCHVISION_META and len(state) == summary["num_kept"]
+    assert meta == TORCHVISION_PROVENANCE and len(state) == summary["num_kept"]
     dst.unlink()
 
 
@@ -236,12 +236,12 @@ def test_maskrcnn_benchmark_round_trip(tv_state_81, mb_file, tmp_path):
     summary = trim_checkpoint(mb_file, dst)
     assert summary["source"] == "maskrcnn_benchmark" and summary["dropped"] == CLASS_KEYS_TV
     checkpoint = load_checkpoint(dst)
-    assert checkpoint["meta"] == MASKRCNN_BENCHMARK_META
+    assert checkpoint["meta"] == MASKRCNN_BENCHMARK_PROVENANCE
     assert "optimizer" not in checkpoint and "scheduler" not in checkpoint
     assert torch.equal(checkpoint["model"]["backbone.body.conv1.weight"], tv_state_81["backbone.body.conv1.weight"])
     # reloading the converted, trimmed file keeps the maskrcnn-benchmark normalisation (and no second flip)
     again, meta_again = load_coco_checkpoint(dst)
-    assert meta_again == MASKRCNN_BENCHMARK_META
+    assert meta_again == MASKRCNN_BENCHMARK_PROVENANCE
     assert torch.equal(again["backbone.body.conv1.weight"], tv_state_81["backbone.body.conv1.weight"])
     dst.unlink()
 

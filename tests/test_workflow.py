@@ -14,7 +14,7 @@ from conftest import step_command
 from PIL import Image
 from workflow_copy import REPO, run_snakemake, workflow_copy
 
-from lst import gallery
+from lst.reporting import gallery
 
 METRICS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
 
@@ -188,7 +188,7 @@ def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
 
 
 def test_replay_indices_build_from_annotations_alone(tmp_path):
-    from lst.demo import DemoSpec, generate_demo
+    from lst.data.demo import DemoSpec, generate_demo
 
     files = generate_demo(tmp_path / "data", DemoSpec(seed=1))
     shutil.rmtree(files["image_root"])  # no pixels
@@ -223,7 +223,7 @@ replay:
 
 
 def test_a_method_is_one_file(tmp_path):
-    """docs/extending.md's worked example: a file in src/lst/conf/method/ is a method of the DAG, its steps compose it."""
+    """docs/extending.md's example: a file in src/lst/conf/method/ is a method of the DAG, its steps compose it."""
     root = workflow_copy(tmp_path, preset="tiny", methods=["lst", "lst_fixed_draw"])
     refused = run_snakemake(root, "-n", check=False)
     assert refused.returncode != 0 and "config methods: lst_fixed_draw unknown" in refused.stdout + refused.stderr

@@ -28,8 +28,8 @@ class TableError(InputError, ValueError):
     """A Parquet table between steps: missing, unreadable or not of its schema."""
 
 
-class SplitError(InputError, ValueError):
-    """The class-to-phase split: phase sizes (``phases.*``) that the dataset cannot give."""
+class PhasePlanError(InputError, ValueError):
+    """The class-to-phase plan: phase sizes (``phases.*``) that the dataset cannot give."""
 
 
 class SamplingError(InputError, ValueError):

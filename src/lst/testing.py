@@ -1,5 +1,6 @@
 """Generators shared by the tests and the benchmarks (torch-free): small LVIS-format files and their images,
-detections as ``lst.lvis_eval`` takes them, and the same detections as an LVIS results list (lvis-api's input).
+detections as ``lst.evaluation.lvis_eval`` takes them, and the same detections as an LVIS results list (lvis-api's
+input).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def draw_images(
 
 
 def detection_frame(records: Sequence[tuple], score: np.ndarray) -> pd.DataFrame:
-    """Detections as columns (``lst.lvis_eval``'s layout) from records of :data:`RECORD` and their scores."""
+    """Detections as columns (``lst.evaluation.lvis_eval``'s layout) from records of :data:`RECORD` and their scores."""
     columns = list(zip(*records, strict=True)) if records else [[]] * len(RECORD)
     return pd.DataFrame(
         {
@@ -60,7 +61,8 @@ def detection_frame(records: Sequence[tuple], score: np.ndarray) -> pd.DataFrame
 
 def lvis_results(gt: dict[str, Any], dets: pd.DataFrame, iou_type: str, with_bbox: bool = False) -> list[dict]:
     """The same detections as an LVIS results list. segm results carry a bbox only ``with_bbox``: lvis-api
-    then sizes them by box area (``det_area="box"``), without by mask area (as lst.lvis_eval does by default)."""
+    then sizes them by box area (``det_area="box"``), without by mask area (as lst.evaluation.lvis_eval does by
+    default)."""
     size = {image["id"]: [image["height"], image["width"]] for image in gt["images"]}
     image_ids = dets["image_id"].tolist()
     scores = dets["score"].astype(np.float64).tolist()

@@ -15,7 +15,7 @@ from snakemake.settings.types import DeploymentMethod
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 import lst.conf
-from lst.splitting import phase_count
+from lst.data.phase_plan import phase_count
 from lst.steps.settings import READS, covers
 
 RESULTS = f"results/{config['dataset']['name']}"

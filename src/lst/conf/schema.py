@@ -283,7 +283,7 @@ class LstConfig:
     meta: MetaConfig = MISSING
     eval: EvalConfig = MISSING
     check: CheckConfig = MISSING
-    demo: dict[str, Any] = MISSING  # fields of lst.demo.DemoSpec, checked by make_demo
+    demo: dict[str, Any] = MISSING  # fields of lst.data.demo.DemoSpec, checked by make_demo
     paths: PathsConfig = MISSING
     report: ReportConfig = MISSING
     phase: int = MISSING

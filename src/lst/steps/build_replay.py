@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lst import tables
-from lst.sampling import aspect_groups, phase_seed, replay_quotas, replay_stream
+from lst.data import tables
+from lst.data.sampling import aspect_groups, phase_seed, replay_quotas, replay_stream
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 def main(cfg: dict[str, Any]) -> None:
     data_dir, split_dir, out = require(cfg, "paths.data_dir", "paths.split_dir", "paths.replay")
     phase, train_cfg, method, replay = cfg["phase"], cfg["train_phase"], cfg["method"], cfg["replay"]
-    # read with tables, not lst.phase_data, which would import torch (3 s) for nothing
-    split = tables.read_table(Path(split_dir) / "categories.parquet", tables.SPLIT_CATEGORIES)
+    # read with tables, not lst.data.phase_data, which would import torch (3 s) for nothing
+    plan = tables.read_table(Path(split_dir) / "categories.parquet", tables.PHASE_PLAN)
     annotations = tables.read_table(
         Path(data_dir) / "annotations.parquet",
         tables.ANNOTATIONS,
@@ -31,7 +31,7 @@ def main(cfg: dict[str, Any]) -> None:
         )
         groups = aspect_groups(images[images["split"] == "train"])  # val may reuse the train ids
     stream = replay_stream(
-        split,
+        plan,
         annotations[(annotations["split"] == "train") & ~annotations["iscrowd"]],  # crowd regions: no targets
         phase,
         iterations=train_cfg["iterations"],
@@ -47,13 +47,13 @@ def main(cfg: dict[str, Any]) -> None:
     )
     tables.write_table(stream, out, tables.REPLAY)
     if method["replay"]:
-        quotas = replay_quotas(split, phase, replay["quota_rounding"])
+        quotas = replay_quotas(plan, phase, replay["quota_rounding"])
         log.info(
             "old-class quotas per epoch (%s rounding, first 10): %s",
             replay["quota_rounding"],
             quotas[["category_id", "quota"]].head(10).to_dict("records"),
         )
-    new_ids = split.loc[split["phase"] == phase, "category_id"]
+    new_ids = plan.loc[plan["phase"] == phase, "category_id"]
     old_samples = int((~stream["category_id"].isin(new_ids)).sum())
     log.info(
         "wrote %s: %d samples in %d epochs (%s draws, remainder %s, aspect grouping %s), %d of old classes",

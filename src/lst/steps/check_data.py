@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lst import tables
-from lst.data_check import check_images, check_segmentations, raise_for_problems
+from lst.data import tables
+from lst.data.checks import check_images, check_segmentations, raise_for_problems
+from lst.data.lvis_json import describe_roots
 from lst.io import write_text_atomic
-from lst.lvis_json import describe_roots
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)

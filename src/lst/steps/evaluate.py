@@ -8,17 +8,18 @@ from typing import Any
 
 import pandas as pd
 
-from lst import tables
-from lst.checkpoint import load_checkpoint
+from lst.data import tables
+from lst.data.phase_data import load_phase_plan, phase_data
+from lst.engine.distributed import pick_device
 from lst.errors import CheckpointError
-from lst.gallery import draw_gallery, gallery_settings
-from lst.inference import detect, ground_truth
+from lst.evaluation.inference import detect, ground_truth
+from lst.evaluation.lvis_eval import FIXED_AP_DETS_PER_CLASS
+from lst.evaluation.phase_metrics import evaluation_options, phase_metrics
 from lst.io import write_text_atomic
-from lst.lvis_eval import FIXED_AP_DETS_PER_CLASS
-from lst.model import build_model, pick_device
-from lst.phase_data import load_split, phase_data
-from lst.phase_metrics import evaluation_options, phase_metrics
-from lst.report import model_markdown
+from lst.modeling.checkpoint import load_checkpoint
+from lst.modeling.mask_rcnn import build_model
+from lst.reporting.gallery import draw_gallery, gallery_settings
+from lst.reporting.report import model_markdown
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def main(cfg: dict[str, Any]) -> None:
     checkpoint = load_checkpoint(model_path, required=("model", "category_ids", "config"))
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
     if checkpoint["category_ids"] != data.category_ids.tolist():
-        raise CheckpointError(f"{model_path}: trained for other classes than phases 0..{phase} of this split")
+        raise CheckpointError(f"{model_path}: trained for other classes than phases 0..{phase} of this plan")
     (gallery,) = require(cfg, "paths.gallery")
     model_cfg = dict(checkpoint["config"]["model"])
     threshold = eval_cfg["score_thresh"] if phase == 0 else eval_cfg["score_thresh_incremental"]
@@ -50,8 +51,8 @@ def main(cfg: dict[str, Any]) -> None:
     )
     tables.write_table(detections, out_dir / "detections.parquet", tables.DETECTIONS)
 
-    split = load_split(split_dir)
-    seen = split[split["category_id"].isin(data.category_ids)]
+    plan = load_phase_plan(split_dir)
+    seen = plan[plan["category_id"].isin(data.category_ids)]
     annotations = pd.concat([data.annotations, data.crowd], ignore_index=True)  # crowd regions: ignored matches
     gt = ground_truth(data.images.reset_index(drop=True), annotations, seen)
     fixed_ap = bool(eval_cfg.get("fixed_ap", False))
@@ -70,7 +71,7 @@ def main(cfg: dict[str, Any]) -> None:
         rule = f"at most {eval_cfg['max_dets']} detections per image"
     title = f"{cfg['method']['name']}, phase {phase}: {len(data.image_ids())} val images, {len(seen)} classes, {rule}"
     write_text_atomic(out_dir / "metrics.md", model_markdown(metrics, per_class_table, title))
-    draw_gallery(data, split, {f"{cfg['method']['name']} phase {phase}": detections}, cfg["report"]["gallery"], gallery)
+    draw_gallery(data, plan, {f"{cfg['method']['name']} phase {phase}": detections}, cfg["report"]["gallery"], gallery)
     log.info("wrote %s and %s", out_dir, gallery)
 
 

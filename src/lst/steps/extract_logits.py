@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lst import tables
-from lst.checkpoint import load_checkpoint
-from lst.distill import teacher_logits
-from lst.model import build_model, pick_device
-from lst.phase_data import load_split, phase_data
+from lst.data import tables
+from lst.data.phase_data import load_phase_plan, phase_data
+from lst.engine.distributed import pick_device
+from lst.methods.distill import teacher_logits
+from lst.modeling.checkpoint import load_checkpoint
+from lst.modeling.mask_rcnn import build_model
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def main(cfg: dict[str, Any]) -> None:
     teacher.load_state_dict(teacher_checkpoint["model"])
     teacher.to(pick_device(cfg["device"]))
     data = phase_data(data_dir, split_dir, phase, "train", image_root, with_masks=False)
-    split = load_split(split_dir)
-    new_ids = set(split.loc[split["phase"] == phase, "category_id"].tolist())
+    plan = load_phase_plan(split_dir)
+    new_ids = set(plan.loc[plan["phase"] == phase, "category_id"].tolist())
     table = teacher_logits(teacher, data, new_ids, cfg["eval"]["batch_size"])
     tables.write_arrow(table, out)
     log.info("wrote %s: %d rows of %d logits", out, table.num_rows, table.schema.field("logits").type.list_size)

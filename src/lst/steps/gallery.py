@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from lst.data.phase_data import load_phase_plan, phase_data
 from lst.errors import ConfigError
-from lst.gallery import draw_gallery, gallery_settings
-from lst.phase_data import load_split, phase_data
+from lst.reporting.gallery import draw_gallery, gallery_settings
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def main(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"paths.detections: {len(files)} files for the {len(columns)} models of phase {phase}")
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
     detections = {name: Path(path) for name, path in zip(columns, files, strict=True)}
-    image_ids = draw_gallery(data, load_split(split_dir), detections, cfg["report"]["gallery"], gallery)
+    image_ids = draw_gallery(data, load_phase_plan(split_dir), detections, cfg["report"]["gallery"], gallery)
     log.info("wrote %s: images %s, phase %d", gallery, image_ids, phase)
 
 

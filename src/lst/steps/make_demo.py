@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from lst.demo import DemoSpec, generate_demo
+from lst.data.demo import DemoSpec, generate_demo
 from lst.errors import ConfigError
 from lst.steps import require, step
 
@@ -18,7 +18,7 @@ def main(cfg: dict[str, Any]) -> None:
     (out_dir,) = require(cfg, "paths.out_dir")
     unknown = sorted(set(cfg["demo"]) - {field.name for field in dataclasses.fields(DemoSpec)})
     if unknown:
-        raise ConfigError(f"demo.{unknown[0]}: not a field of lst.demo.DemoSpec")
+        raise ConfigError(f"demo.{unknown[0]}: not a field of lst.data.demo.DemoSpec")
     files = generate_demo(out_dir, DemoSpec(**cfg["demo"]))
     log.info("wrote the demo dataset: %s", ", ".join(f"{k}={v}" for k, v in files.items()))
 

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lst import tables
-from lst.lvis_json import merge_splits, read_lvis_json
+from lst.data import tables
+from lst.data.lvis_json import merge_splits, read_lvis_json
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lst import tables
+from lst.data import tables
 from lst.errors import ConfigError
+from lst.evaluation.periodic_eval import read_curve
 from lst.io import write_text_atomic
-from lst.periodic_eval import read_curve
-from lst.plots import eval_curve_plot, forgetting_plot, per_class_plot
-from lst.report import summarize, summary_markdown
+from lst.reporting.plots import eval_curve_plot, forgetting_plot, per_class_plot
+from lst.reporting.report import summarize, summary_markdown
+from lst.reporting.summary_page import summary_html
 from lst.steps import require, step
-from lst.summary_page import summary_html
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# the periodic evaluation of the training steps (lst.periodic_eval.training_hooks)
+# the periodic evaluation of the training steps (lst.evaluation.periodic_eval.training_hooks)
 _PERIODIC_EVAL = ("phase", "dataset.image_root", "eval")
 
 READS: dict[str, tuple[str, ...]] = {

@@ -12,10 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from lst import tables
+from lst.data import tables
+from lst.data.lvis_json import SPLITS
+from lst.data.phase_plan import image_membership, phase_report, phase_sizes, phase_summary, plan_phases
 from lst.io import write_text_atomic
-from lst.lvis_json import SPLITS
-from lst.splitting import image_membership, phase_report, phase_sizes, phase_summary, split_categories
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,16 @@ def main(cfg: dict[str, Any]) -> None:
     annotations = annotations[~annotations["iscrowd"]]
     categories = tables.read_table(data_dir / "categories.parquet", tables.CATEGORIES)
     sizes = phase_sizes(len(categories), **cfg["phases"])
-    split = split_categories(categories, annotations[annotations["split"] == "train"], sizes)
+    plan = plan_phases(categories, annotations[annotations["split"] == "train"], sizes)
     # images are keyed by (split, image_id): a train and a val file may reuse ids
     membership = pd.concat(
-        [image_membership(images[images["split"] == s], annotations[annotations["split"] == s], split) for s in SPLITS],
+        [image_membership(images[images["split"] == s], annotations[annotations["split"] == s], plan) for s in SPLITS],
         ignore_index=True,
     )
     val_instances = annotations.loc[annotations["split"] == "val", "category_id"].value_counts()
-    phases = phase_summary(split, membership, val_instances)
-    tables.write_table(split, split_dir / "categories.parquet", tables.SPLIT_CATEGORIES)
-    tables.write_table(membership, split_dir / "images.parquet", tables.SPLIT_IMAGES)
+    phases = phase_summary(plan, membership, val_instances)
+    tables.write_table(plan, split_dir / "categories.parquet", tables.PHASE_PLAN)
+    tables.write_table(membership, split_dir / "images.parquet", tables.PHASE_PLAN_IMAGES)
     tables.write_table(phases, split_dir / "phases.parquet", tables.PHASES)
     report = phase_report(phases)
     write_text_atomic(split_dir / "phases.md", report)

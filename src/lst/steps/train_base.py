@@ -5,11 +5,11 @@
 sampler to detectron2's repeat-factor sampling.
 
 Initial weights: a trimmed COCO Mask R-CNN checkpoint (``paths.init``) initialises everything but the
-class-specific layers; else ``model.backbone_weights`` (an ImageNet state dict, lst.backbones) initialises
+class-specific layers; else ``model.backbone_weights`` (an ImageNet state dict, lst.modeling.backbones) initialises
 the backbone body alone; else the model trains from scratch. With both, the COCO checkpoint wins (its
 backbone is ImageNet-initialised and COCO-trained already) and the checkpoint records
 ``backbone_weights: null``. The file's path stays in the model config (it sets the body's norm layer),
-its sha256 in the checkpoint's ``meta`` and in the resume fingerprint.
+its sha256 in the checkpoint's provenance (``meta``) and in the resume fingerprint.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from typing import Any
 
 import torch
 
-from lst import distributed
-from lst.backbones import load_backbone_weights
-from lst.checkpoint import load_checkpoint, save_checkpoint
 from lst.conf.schema import JointBudget
-from lst.dataset import SampleStream
-from lst.engine import rank_samples, train
+from lst.data.dataset import SampleStream
+from lst.data.phase_data import load_phase_plan, phase_data
+from lst.data.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
+from lst.engine import distributed
+from lst.engine.trainer import rank_samples, train
+from lst.evaluation.periodic_eval import publish_curve, training_hooks
 from lst.io import file_digest
-from lst.model import build_model
-from lst.periodic_eval import publish_curve, training_hooks
-from lst.phase_data import load_split, phase_data
-from lst.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
+from lst.modeling.backbones import load_backbone_weights
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lst.modeling.mask_rcnn import build_model
 from lst.steps import require, step, training_dir
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,13 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     method = cfg["method"]
     train_cfg = training_config(cfg, split_dir)  # a joint model's budget derived
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
-    meta: dict[str, Any] = {}
+    provenance: dict[str, Any] = {}
     init = None
     if cfg["paths"]["init"]:
         init = load_checkpoint(cfg["paths"]["init"])
-        meta = dict(init.get("meta", {}))
+        provenance = dict(init.get("meta", {}))
         # converted weights dictate their input normalisation and stride placement
-        model_cfg.update({k: meta[k] for k in ("image_mean", "image_std", "stride_in_1x1") if k in meta})
+        model_cfg.update({k: provenance[k] for k in ("image_mean", "image_std", "stride_in_1x1") if k in provenance})
     backbone_file = model_cfg.get("backbone_weights")
     if init is not None and backbone_file:
         # the COCO checkpoint's backbone was itself trained from ImageNet weights, then on COCO
@@ -66,13 +66,13 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     torch.manual_seed(seed)
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     if init is not None:
-        from lst.weights import load_trimmed_into
+        from lst.modeling.weights import load_trimmed_into
 
         load_trimmed_into(model, init["model"])
         log.info("initialised from %s", cfg["paths"]["init"])
     elif backbone_file:
         digest = load_backbone_weights(model.backbone.body, model_cfg["backbone"], backbone_file)
-        meta["backbone_weights"] = {"path": str(backbone_file), "sha256": digest}
+        provenance["backbone_weights"] = {"path": str(backbone_file), "sha256": digest}
         log.info("backbone body initialised from %s (sha256 %s); the heads train from scratch", backbone_file, digest)
     else:
         log.info("no COCO checkpoint or backbone weights configured: the model trains from scratch")
@@ -99,7 +99,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         checkpoint_fields={
             "category_ids": data.category_ids.tolist(),
             "config": {"model": model_cfg, "train": train_cfg, "method": method["name"], "phase": phase},
-            "meta": meta,
+            "meta": provenance,
             "fingerprint": file_digest(cfg["paths"]["init"], backbone_file),
         },
         seed=seed,
@@ -118,7 +118,7 @@ def training_config(cfg: dict[str, Any], split_dir: str) -> dict[str, Any]:
     train_cfg = cfg["train_base"]
     if cfg["phase"] == 0 or JointBudget(train_cfg["joint_budget"]) is JointBudget.base:
         return train_cfg
-    num_incremental = int(load_split(split_dir)["phase"].max())
+    num_incremental = int(load_phase_plan(split_dir)["phase"].max())
     train_cfg = equal_images_budget(train_cfg, cfg["train_phase"], num_incremental)
     log.info(
         "joint budget (equal_images): the images of the base phase and %d incremental phases, %d iterations of "

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from lst.checkpoint import load_checkpoint, save_checkpoint
-from lst.meta import WeightGenerator, class_features, train_generator
-from lst.model import build_model, pick_device
-from lst.phase_data import phase_data
+from lst.data.phase_data import phase_data
+from lst.engine.distributed import pick_device
+from lst.methods.meta_module import WeightGenerator, class_features, train_generator
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lst.modeling.mask_rcnn import build_model
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Train incremental phase k from phase k-1's model: grow the classifier, train on the phase's stream.
 
 Run alone, or under ``torchrun --nproc_per_node=N`` for N DDP processes: the replay stream must have been
-built for N processes (``replay.world_size``); rank r trains on the samples of rank r (lst.engine).
+built for N processes (``replay.world_size``); rank r trains on the samples of rank r (lst.engine.trainer).
 """
 
 from __future__ import annotations
@@ -11,18 +11,19 @@ from typing import Any
 
 import torch
 
-from lst import distributed, tables
-from lst.checkpoint import load_checkpoint, save_checkpoint
-from lst.dataset import SampleStream
-from lst.distill import DistillationLoss
-from lst.engine import rank_samples, train
+from lst.data import tables
+from lst.data.dataset import SampleStream
+from lst.data.phase_data import phase_data
+from lst.data.sampling import phase_seed
+from lst.engine import distributed
+from lst.engine.trainer import rank_samples, train
 from lst.errors import CheckpointError, DataError
+from lst.evaluation.periodic_eval import publish_curve, training_hooks
 from lst.io import file_digest
-from lst.meta import WeightGenerator, class_features
-from lst.model import build_model, grow_classifier
-from lst.periodic_eval import publish_curve, training_hooks
-from lst.phase_data import phase_data
-from lst.sampling import phase_seed
+from lst.methods.distill import DistillationLoss
+from lst.methods.meta_module import WeightGenerator, class_features
+from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
+from lst.modeling.mask_rcnn import build_model, grow_classifier
 from lst.steps import require, step, training_dir
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     previous = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
     old_ids = list(previous["category_ids"])
     if old_ids != data.category_ids[: len(old_ids)].tolist():
-        raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this split")
+        raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this plan")
     # the architecture is the previous model's; its training-time sampling may differ per phase
     model_cfg = {**previous["config"]["model"], **train_cfg["model_overrides"]}
     torch.manual_seed(seed)
@@ -98,10 +99,10 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
 
 def initialise_new_rows(model, data, num_old: int, meta_path: str, cfg: dict[str, Any]) -> None:
     """Replace the new classes' random classifier rows by the meta-module's generated weights."""
-    meta = load_checkpoint(meta_path, required=("model",))
+    generator_checkpoint = load_checkpoint(meta_path, required=("model",))
     rows = model.roi_heads.box_predictor.cls_score.weight
     generator = WeightGenerator(rows.shape[1])
-    generator.load_state_dict(meta["model"])
+    generator.load_state_dict(generator_checkpoint["model"])
     new_ids = data.category_ids[num_old:].tolist()
     features = class_features(model, data, new_ids, cfg["meta"]["per_class"], cfg["eval"]["batch_size"], cfg["seed"])
     missing = [c for c in new_ids if c not in features]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from lst.modeling.weights import trim_checkpoint
 from lst.steps import require, step
-from lst.weights import trim_checkpoint
 
 log = logging.getLogger(__name__)
 
