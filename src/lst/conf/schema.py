@@ -18,12 +18,12 @@ from omegaconf import MISSING
 
 
 class Optimizer(Enum):
-    sgd = "sgd"  # maskrcnn-benchmark's (the seed's), with momentum
+    sgd = "sgd"  # maskrcnn-benchmark's (the released code's), with momentum
     adamw = "adamw"
 
 
 class Schedule(Enum):
-    multistep = "multistep"  # the seed's: lr x gamma at each of `steps`
+    multistep = "multistep"  # the released code's: lr x gamma at each of `steps`
     cosine = "cosine"
 
 
