@@ -397,7 +397,8 @@ def test_evaluate_step_names_the_val_files_own_ids(prepared, tmp_path, capsys):
     out = tmp_path / "eval"
     assert run_step(
         "evaluate", f"paths.data_dir={prepared['data_dir']}", f"paths.split_dir={prepared['split_dir']}",
-        roots_override(prepared["roots"]), f"paths.model={checkpoint}", f"paths.out_dir={out}", "phase=0",
+        roots_override(prepared["roots"]), f"paths.model={checkpoint}", f"paths.out_dir={out}",
+            f"paths.gallery={out}/gallery.png", "phase=0",
         "eval.score_thresh=0.0", "eval.max_dets=20", f"hydra.run.dir={out}",
     ) == 0  # fmt: skip
     detections = tables.read_table(out / "detections.parquet", tables.DETECTIONS)
