@@ -48,16 +48,16 @@ def gallery_settings(settings: dict) -> tuple[int, float]:
 
 def draw_gallery(
     data: DetectionData,
-    split: pd.DataFrame,
+    plan: pd.DataFrame,
     detections: dict[str, pd.DataFrame | Path],
     settings: dict,
     path: str | os.PathLike,
 ) -> list[int]:
-    """The gallery of ``data`` (a phase's val set; ``split``: the split's categories) with a column per entry of
+    """The gallery of ``data`` (a phase's val set; ``plan``: the phase plan) with a column per entry of
     ``detections`` (a table, or a detections.parquet file: only the chosen images' rows are read) at ``path``.
     ``settings``: ``report.gallery``. Returns the chosen image ids."""
     count, score_thresh = gallery_settings(settings)
-    seen = split[split["category_id"].isin(data.category_ids)]
+    seen = plan[plan["category_id"].isin(data.category_ids)]
     image_ids = choose_images(data.annotations, seen, count)
     chosen = {name: _rows_of(table, image_ids) for name, table in detections.items()}
     names = dict(zip(seen["category_id"].tolist(), seen["name"], strict=True))
@@ -75,7 +75,7 @@ def _rows_of(detections: pd.DataFrame | Path, image_ids: list[int]) -> pd.DataFr
 def choose_images(annotations: pd.DataFrame, categories: pd.DataFrame, count: int) -> list[int]:
     """``count`` image ids of ``annotations`` (image_id, category_id): first those showing the latest phase's
     classes, then rare ones, then the tailest (highest rank); one image per tailest class before any repeats.
-    ``categories`` (split table: category_id, frequency, rank, phase) are the seen classes. Ties: image id."""
+    ``categories`` (phase plan rows: category_id, frequency, rank, phase) are the seen classes. Ties: image id."""
     known = annotations.merge(categories[["category_id", "frequency", "rank", "phase"]], on="category_id")
     known = known.assign(rare=known["frequency"] == "r")
     per_image = known.groupby("image_id").agg(phase=("phase", "max"), rare=("rare", "sum"), rank=("rank", "max"))
