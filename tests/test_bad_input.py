@@ -230,7 +230,7 @@ def test_bad_replay_settings_are_refused(dataset, tmp_path, capfd, override, mes
     assert run_step("split", *split, "phases.sizes=[2,1]", f"hydra.run.dir={results / 'split'}") == 0
     out = results / "lst" / "phase1"
     log = refused(
-        capfd, "build_replay", *split, f"paths.replay={out / 'replay.parquet'}", "phase=1", "method.replay=true",
+        capfd, "build_replay", *split, f"paths.replay={out / 'replay.parquet'}", "phase=1", "method=lst",
         override, f"hydra.run.dir={out}",
     )  # fmt: skip
     assert message in log
@@ -362,7 +362,7 @@ def phase1_inputs(dataset, split_dir, base_model, tmp_path_factory) -> list[str]
     """The overrides of phase 1's inputs with replay and distillation: the base model, stream and teacher logits."""
     out = tmp_path_factory.mktemp("phase1")
     common = [f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={split_dir}", "phase=1", "device=cpu",
-              f"dataset.image_root={dataset['image_root']}", "method.replay=true", "method.distill=true",
+              f"dataset.image_root={dataset['image_root']}", "method=lst",
               "train_phase.iterations=2", "train_phase.batch_size=1"]  # fmt: skip
     inputs = [f"paths.previous={base_model}", f"paths.replay={out / 'replay.parquet'}",
               f"paths.teacher_logits={out / 'teacher_logits.parquet'}"]  # fmt: skip
@@ -442,3 +442,28 @@ def test_missing_images_stop_the_dag_before_training(tmp_path):
     outputs = [p.relative_to(root / "results/noimages") for p in files_under(root / "results/noimages")]
     assert not [p for p in outputs if p.suffix == ".pt"]
     assert not (root / "results/noimages/data/check.md").exists()
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda text: text[: len(text) // 2], "not valid json: Input data was truncated"),
+        (lambda text: "images: [1, 2]", "not valid json"),
+        (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "categories"}),
+         "not an LVIS-format file: Object missing required field `categories`"),
+    ],
+    ids=["truncated", "not_json", "no_categories"],
+)  # fmt: skip
+def test_a_train_json_read_at_dag_build_is_refused_in_one_line(tmp_path, spoil, message):
+    """phases: {base, step} without num_incremental: the workflow counts the categories while it builds the
+    DAG, through the steps' checked reader."""
+    train = write_lvis(tmp_path / "train.json", TINY_TRAIN)
+    train.write_text(spoil(train.read_text()))
+    val = write_lvis(tmp_path / "val.json", TINY_VAL)
+    dataset = {"name": "spoilt", "train_json": str(train), "val_json": str(val), "image_root": str(tmp_path)}
+    root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset, phases={"base": 2, "step": 1})
+    result = run_snakemake(root, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lst: ")]
+    assert len(lines) == 1 and lines[0].startswith(f"lst: {train}: {message}"), result.stderr
+    assert not (root / "results").exists()

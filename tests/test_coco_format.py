@@ -345,7 +345,7 @@ def test_replay_draws_no_crowd_region(prepared):
     out = prepared["out"] / "replay.parquet"
     assert run_step(
         "build_replay", f"paths.data_dir={prepared['data_dir']}", f"paths.split_dir={prepared['split_dir']}",
-        f"paths.replay={out}", "phase=1", "method.replay=true", "train_phase.iterations=40", "train_phase.batch_size=2",
+        f"paths.replay={out}", "phase=1", "method=lst", "train_phase.iterations=40", "train_phase.batch_size=2",
         f"hydra.run.dir={prepared['out']}",
     ) == 0  # fmt: skip
     stream = tables.read_table(out, tables.REPLAY)

@@ -35,8 +35,8 @@ def _choice_keys(node: type = schema.LstConfig, prefix: str = "") -> dict[str, t
 def test_every_choice_is_checked_at_composition():
     keys = _choice_keys()
     assert {"train_base.optimizer", "train_phase.amp", "eval.amp", "replay.variant", "replay.quota_rounding",
-            "replay.remainder", "train_base.joint_budget", "train_base.schedule", "model.backbone",
-            "method.kind"} <= set(keys)  # fmt: skip
+            "replay.remainder", "train_base.joint_budget", "train_base.schedule",
+            "model.backbone"} <= set(keys)  # fmt: skip
     for key, enum in keys.items():
         allowed = ", ".join(member.name for member in enum)
         assert _refused(f"{key}=bogus") == f"{key}: 'bogus' is not one of {allowed} (override {key}=bogus)"

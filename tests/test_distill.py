@@ -3,7 +3,7 @@ import torch
 from conftest import SMALL
 
 from lst.data.tables import logits_schema
-from lst.methods.distill import DistillationLoss, box_cosines
+from lst.methods.logit_distillation import DistillationLoss, box_cosines
 from lst.modeling.mask_rcnn import build_model
 
 
@@ -31,7 +31,7 @@ def test_loss_matches_hand_computation():
         {"image_id": torch.tensor(2), "flip": torch.tensor(True), "boxes": torch.cat([boxes[1], boxes[1]]),
          "annotation_ids": torch.tensor([200, 201])},
     ]  # fmt: skip
-    loss = DistillationLoss(_table([(*k, v) for k, v in teacher.items()]), weight=2.0)(model, images, targets)
+    loss = DistillationLoss(_table([(*k, v) for k, v in teacher.items()]), weight=2.0).loss(model, images, targets)
     student = torch.cat(box_cosines(model, images, boxes)).detach()
     expected = 0.0
     for row, value in zip(student, teacher.values(), strict=True):
@@ -44,7 +44,7 @@ def test_no_teacher_rows_gives_zero():
     model = build_model(SMALL, num_classes=4)
     target = {"image_id": torch.tensor(5), "flip": torch.tensor(False), "boxes": torch.zeros(0, 4),
               "annotation_ids": torch.zeros(0, dtype=torch.int64)}  # fmt: skip
-    loss = DistillationLoss(_table([]))(model, [torch.rand(3, 64, 64)], [target])
+    loss = DistillationLoss(_table([])).loss(model, [torch.rand(3, 64, 64)], [target])
     assert float(loss["loss_distill"]) == 0.0
 
 
@@ -82,7 +82,7 @@ def test_loss_is_the_mean_over_groups_of_two_images():
     torch.manual_seed(0)
     model = build_model(SMALL, num_classes=4).eval()
     images, targets, table = _group_case()
-    loss = float(DistillationLoss(table, weight=1.5, group_images=2)(model, images, targets)["loss_distill"])
+    loss = float(DistillationLoss(table, weight=1.5, group_images=2).loss(model, images, targets)["loss_distill"])
     teacher = {(r["image_id"], r["annotation_id"]): r["logits"] for r in table.to_pylist()}
     expected = 0.0
     for first in range(0, 16, 2):  # the released per-GPU quantity of 8 GPUs x 2 images, averaged over GPUs
@@ -104,7 +104,7 @@ def _two_process_gradient(rank: int, world: int, init_file: str, out: str) -> No
     model = build_model(SMALL, num_classes=4).eval()
     images, targets, table = _group_case()
     half = slice(8 * rank, 8 * rank + 8)
-    loss = DistillationLoss(table)(model, images[half], targets[half])["loss_distill"]
+    loss = DistillationLoss(table).loss(model, images[half], targets[half])["loss_distill"]
     loss.backward()
     gradient = model.roi_heads.box_head.fc7.weight.grad.clone()
     torch.distributed.all_reduce(gradient)  # what DDP does: the mean of the ranks' gradients
@@ -119,7 +119,7 @@ def test_two_processes_of_eight_images_equal_one_of_sixteen(tmp_path):
     torch.manual_seed(0)
     model = build_model(SMALL, num_classes=4).eval()
     images, targets, table = _group_case()
-    loss = DistillationLoss(table)(model, images, targets)["loss_distill"]
+    loss = DistillationLoss(table).loss(model, images, targets)["loss_distill"]
     loss.backward()
     out = tmp_path / "ranks.pt"
     torch.multiprocessing.spawn(_two_process_gradient, args=(2, str(tmp_path / "init"), str(out)), nprocs=2)

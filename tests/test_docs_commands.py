@@ -1,7 +1,8 @@
 """Every snakemake command that README.md and docs/ show runs as written: each is dry-run (the DAG is built and
 checked, nothing is trained) in a copy of the workflow, and a report command runs on the tests' finished tiny
-run. Files the docs ask the user to write (a yaml block that names its ``# <path>``) are written first; dataset
-files that a config names and the copy lacks get empty stand-ins, since a dry run reads none of them."""
+run. Files the docs ask the user to write (a block that names its ``# <path>``; docs/extending.md's method of
+your own in my_methods/) are written first; dataset files that a config names and the copy lacks get empty
+stand-ins, since a dry run reads none of them."""
 
 import os
 import re
@@ -12,29 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from docs_blocks import DOCS, fenced_blocks, files_to_write, own_method_files, shell_commands
 from workflow_copy import REPO, workflow_copy
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+OWN_METHOD_DIR = "my_methods"  # where docs/extending.md's command finds its method of your own
+
 SHARED = REPO.parent / "shared"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`((?:\.venv/bin/)?snakemake [^`]+)`")
-
-
-def fenced_blocks(text: str, language: str) -> list[str]:
-    return [body for lang, body in FENCE.findall(text) if lang == language]
-
-
-def shell_commands(block: str) -> list[str]:
-    """The snakemake commands of a bash block: continuation lines joined, comments dropped, `&&` chains split."""
-    commands = []
-    for line in block.replace("\\\n", " ").splitlines():
-        words = shlex.split(line, comments=True)
-        while words:
-            end = words.index("&&") if "&&" in words else len(words)
-            if words[0].endswith("snakemake"):
-                commands.append(shlex.join(words[:end]))
-            words = words[end + 1 :]
-    return commands
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -43,22 +28,10 @@ def documented_commands() -> list[tuple[str, str]]:
     for doc in DOCS:
         text = doc.read_text()
         name = doc.relative_to(REPO)
-        for block in fenced_blocks(text, "bash"):
+        for _, block in fenced_blocks(text, "bash"):
             found += [(f"{name}: {command}", command) for command in shell_commands(block)]
         found += [(f"{name}: {command}", command) for command in INLINE.findall(text)]
     return found
-
-
-def files_to_write() -> dict[str, str]:
-    """The yaml files the docs ask the user to write: a block with a ``# <path>`` line among its first two (a
-    Hydra ``# @package`` line comes first)."""
-    files = {}
-    for doc in DOCS:
-        for block in fenced_blocks(doc.read_text(), "yaml"):
-            for line in block.splitlines()[:2]:
-                if re.fullmatch(r"# [\w./-]+\.yaml", line):
-                    files[line[2:]] = block
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +41,8 @@ def checkout(tmp_path_factory) -> Path:
     if SHARED.is_dir():
         (base / "shared").symlink_to(SHARED)
     root = workflow_copy(base / "repo")
-    for path, text in files_to_write().items():
+    own = {f"{OWN_METHOD_DIR}/{path}": text for path, text in own_method_files().items()}
+    for path, text in (files_to_write() | own).items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
     return root
@@ -119,3 +93,4 @@ def test_the_docs_show_commands():
     assert ".venv/bin/snakemake --cores 2" in commands  # README's first command
     assert any("--profile profiles/slurm" in command for command in commands)
     assert "my.yaml" in files_to_write()
+    assert set(own_method_files()) == {"focal.py", "lst_focal.yaml"}

@@ -14,6 +14,7 @@ from lst.engine.train_loop import HookBase, TrainerBase
 from lst.engine.trainer import lr_factor, train
 from lst.errors import TrainingError
 from lst.modeling.mask_rcnn import build_model
+from lst.modeling.roi_heads import set_classification
 
 CFG = dict(
     iterations=6, batch_size=2, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="multistep",
@@ -52,7 +53,7 @@ def test_resume_after_interruption_gives_identical_weights(tiny_data, tmp_path, 
     _, stream = tiny_data
     straight = _train(stream, tmp_path / "straight")
 
-    def crash_at_5(model, images, targets, calls=[0]):  # noqa: B006 - counts calls
+    def crash_at_5(forward, calls=[0]):  # noqa: B006 - counts calls
         calls[0] += 1
         if calls[0] == 5:
             raise KeyboardInterrupt  # stands in for a kill after the checkpoint at iteration 3
@@ -68,10 +69,59 @@ def test_resume_after_interruption_gives_identical_weights(tiny_data, tmp_path, 
         assert torch.equal(value, resumed["model"][key]), key
 
 
+class CountingLoss(torch.nn.Module):
+    """A stateful classification loss: cross-entropy weighted by the foreground RoIs seen so far (a buffer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, class_logits, labels):
+        self.seen += (labels > 0).sum()
+        return torch.nn.functional.cross_entropy(class_logits, labels) * (1 + self.seen / 10)
+
+    def scores(self, class_logits):
+        return class_logits.softmax(-1)
+
+
+def _train_with_state(stream, work_dir, extra_losses=None, keep_state=True):
+    """6 iterations with a CountingLoss, its state saved and restored (``keep_state``) or not."""
+    torch.manual_seed(0)
+    model = build_model(SMALL, num_classes=3)
+    loss = CountingLoss()
+    set_classification(model.roi_heads, loss)
+    state = {"classification": loss} if keep_state else None
+    checkpoint = train(model, stream, CFG, work_dir, {"category_ids": [2, 1]}, seed=0, extra_losses=extra_losses,
+                       method_state=state)  # fmt: skip
+    return checkpoint, float(loss.seen)
+
+
+def test_resume_restores_the_method_state(tiny_data, tmp_path):
+    """A method's loss state (EQLv2's statistics, Seesaw's counts) resumes with the weights: bit-identical."""
+    _, stream = tiny_data
+    straight, seen = _train_with_state(stream, tmp_path / "straight")
+
+    def crash_at_5(forward, calls=[0]):  # noqa: B006 - counts calls
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return {}
+
+    for keep_state, equal in [(True, True), (False, False)]:
+        work_dir = tmp_path / f"resumed_{keep_state}"
+        with pytest.raises(KeyboardInterrupt):
+            _train_with_state(stream, work_dir, crash_at_5, keep_state)
+        crash_at_5.__defaults__[0][0] = 0
+        resumed, resumed_seen = _train_with_state(stream, work_dir, keep_state=keep_state)
+        same = all(torch.equal(value, resumed["model"][key]) for key, value in straight["model"].items())
+        assert same is equal and (resumed_seen == seen) is equal
+    assert "method_state" in torch.load(tmp_path / "resumed_True" / "last.pt", weights_only=True)
+
+
 def test_non_finite_loss_stops_with_iteration_and_terms(tiny_data, tmp_path):
     _, stream = tiny_data
 
-    def explode_at_5(model, images, targets, calls=[0]):  # noqa: B006
+    def explode_at_5(forward, calls=[0]):  # noqa: B006
         calls[0] += 1
         return {"loss_bad": torch.tensor(float("nan") if calls[0] == 5 else 0.0)}
 
@@ -132,7 +182,7 @@ def test_bf16_autocast_trains_on_cpu(tiny_data, tmp_path):
     _, stream = tiny_data
     seen = []
 
-    def record(model, images, targets):  # runs inside the training forward
+    def record(forward):  # runs inside the training forward
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return {}
 
@@ -318,7 +368,7 @@ def test_a_non_finite_loss_stops_before_the_update(tiny_data, tmp_path):
     _, stream = tiny_data
     hook = Recorder()
 
-    def explode_at_5(model, images, targets, calls=[0]):  # noqa: B006
+    def explode_at_5(forward, calls=[0]):  # noqa: B006
         calls[0] += 1
         return {"loss_bad": torch.tensor(float("nan") if calls[0] == 5 else 0.0)}
 

@@ -1,4 +1,4 @@
-"""Mask targets rasterised per positive RoI (lst.data.masks, lst.modeling.mask_head) against full-image masks.
+"""Mask targets rasterised per positive RoI (lst.data.masks, lst.modeling.roi_heads) against full-image masks.
 
 References: pycocotools' full-image rasterisation, sampled at the RoI's cell centres or pooled by
 RoIAlign; and torchvision's own mask loss on full-image masks, for the same sampled RoIs.
@@ -209,7 +209,7 @@ def test_the_loader_gives_polygons_that_rasterise_to_the_annotated_masks(tmp_pat
 def test_the_loss_is_torchvisions_on_the_same_targets():
     from torchvision.models.detection.roi_heads import maskrcnn_loss, project_masks_on_boxes
 
-    from lst.modeling.mask_head import mask_loss
+    from lst.modeling.roi_heads import mask_loss
 
     generator = torch.Generator().manual_seed(0)
     gt_masks = (torch.rand(3, 40, 50, generator=generator) > 0.5).to(torch.uint8)

@@ -59,7 +59,7 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path):
 
 
 def test_restrict_positives_on_constructed_labels():
-    from lst.modeling.mask_rcnn import restrict_positives
+    from lst.modeling.roi_heads import restrict_positives
 
     labels = torch.tensor([0, 3, 5, 3, -1, 0, 7])
     # target 3: RoIs of classes 5 and 7 leave the box loss, background and ignored stay
@@ -134,7 +134,7 @@ def test_box_regression_reads_relu_of_fc7_and_the_classifier_fc7():
 
 
 def test_fallback_keeps_the_first_positives_of_any_class():
-    from lst.modeling.mask_rcnn import restrict_positives
+    from lst.modeling.roi_heads import restrict_positives
 
     labels = torch.tensor([0, 5, 7, 0, 5, 6, -1, 7])
     assert restrict_positives(labels, 3, fallback=2).tolist() == [0, 5, 7, 0, -1, -1, -1, -1]

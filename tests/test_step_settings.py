@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import lst.conf
+from lst.errors import ConfigError
+from lst.methods import META, TEACHER_LOGITS, Kind, load_method
 from lst.steps import settings
 
 STEPS = Path(settings.__file__).parent
@@ -47,31 +49,43 @@ def method_dir(tmp_path, monkeypatch):
     return tmp_path / "method"
 
 
-def test_the_methods_are_the_files(method_dir):
-    methods = lst.conf.methods()
-    assert list(methods)[0] == "base"
-    incremental = {name for name, method in methods.items() if method["kind"] == "incremental"}
-    assert incremental == {"finetune", "replay", "distill", "lst", "lst_meta"}
-    assert {name for name, method in methods.items() if method["kind"] == "joint"} == {"joint", "joint_rfs"}
-    assert {name for name, method in methods.items() if method["distill"]} == {"distill", "lst", "lst_meta"}
-    assert [name for name, method in methods.items() if method["repeat_factor_sampling"]] == ["joint_rfs"]
+def test_the_methods_are_the_files_and_their_families_say_what_they_are(method_dir):
+    blocks = lst.conf.methods()
+    assert list(blocks)[0] == "base"
+    methods = {name: load_method(block) for name, block in blocks.items()}
+    assert {name for name, m in methods.items() if m.kind is Kind.incremental} == {
+        "finetune", "replay", "distill", "lst", "lst_meta"
+    }  # fmt: skip
+    assert {name for name, m in methods.items() if m.kind is Kind.joint} == {"base", "joint", "joint_rfs"}
+    assert {name for name, m in methods.items() if TEACHER_LOGITS in m.phase_inputs()} == {"distill", "lst", "lst_meta"}
+    assert [name for name, m in methods.items() if META in m.phase_inputs()] == ["lst_meta"]
+    assert [name for name, m in methods.items() if getattr(m.settings, "repeat_factor_sampling", False)] == [
+        "joint_rfs"
+    ]
+    # a variant is a file of settings: lst_meta is lst with meta
+    assert type(methods["lst_meta"]) is type(methods["lst"]) and methods["lst_meta"].settings.meta
     text = (method_dir / "lst.yaml").read_text()
     (method_dir / "mine.yaml").write_text(text.replace("name: lst", "name: mine"))
-    assert lst.conf.methods()["mine"] == {**methods["lst"], "name": "mine"}
+    assert lst.conf.methods()["mine"] == {**blocks["lst"], "name": "mine"}
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
         (("name: lst2", "name: lst"), "method.name is 'lst', not its file name 'lst2'"),
-        (("kind: incremental", "kind: phased"), "method.kind is 'phased', not one of"),
-        (("  meta: false\n", ""), "method keys differ from base.yaml's (missing ['meta'], unknown [])"),
+        (
+            ("  family: lst\n", ""),
+            "a method block has the keys name, family, settings (missing ['family'], unknown [])",
+        ),
+        (("settings: {}", "settings: {}\n  kind: incremental"), "(missing [], unknown ['kind'])"),
+        (("settings: {}", "settings: [meta]"), "method.settings is ['meta'], not a mapping of settings"),
         (("method:", "methods:"), "no `method:` block"),
+        (("method:", "method: ["), "not YAML"),
     ],
 )
 def test_a_method_file_that_breaks_the_rules_is_named(method_dir, change, message):
     text = (method_dir / "lst.yaml").read_text().replace("name: lst", "name: lst2")
     (method_dir / "lst2.yaml").write_text(text.replace(*change))
-    with pytest.raises(ValueError, match="lst2.yaml: ") as error:
+    with pytest.raises(ConfigError, match="lst2.yaml: ") as error:
         lst.conf.methods()
     assert message in str(error.value)

@@ -17,13 +17,15 @@ from lst.testing import write_lvis
 REPO = Path(__file__).resolve().parents[1]
 
 # the data package (ingestion, tables, phase plan, sampling, checks, synthetic and demo data), the errors, the
-# evaluator, phase metrics, the report, lst-eval, and the data steps
+# evaluator, phase metrics, the report, lst-eval, the method families (the workflow imports them), the data steps
 DATA_MODULES = [
     "lst.errors", "lst.io", "lst.data", "lst.data.lvis_json", "lst.data.tables", "lst.data.phase_plan",
     "lst.data.sampling", "lst.data.checks", "lst.data.synthetic_lvis", "lst.data.demo", "lst.testing",
     "lst.evaluation", "lst.evaluation.lvis_eval", "lst.evaluation.phase_metrics", "lst.reporting",
     "lst.reporting.report", "lst.reporting.summary_page", "lst.data.segmentation",
-    "lst.conf.schema", "lst.cli.lst_eval", "lst.steps",
+    "lst.conf.schema", "lst.conf.typed", "lst.cli.lst_eval", "lst.steps",
+    "lst.methods", "lst.methods.finetune", "lst.methods.replay", "lst.methods.distill", "lst.methods.lst",
+    "lst.methods.joint",
     "lst.steps.prepare_data", "lst.steps.check_data", "lst.steps.split", "lst.steps.build_replay",
     "lst.steps.make_demo",
 ]  # fmt: skip
@@ -58,7 +60,7 @@ def test_data_steps_run_without_torch(dataset, tmp_path):
         "prepare_data": [f"dataset.train_json={dataset['train_json']}", f"dataset.val_json={dataset['val_json']}"],
         "check_data": [f"dataset.image_root={dataset['image_root']}", f"paths.report={out / 'data' / 'check.md'}"],
         "split": ["phases.sizes=[2,1]"],
-        "build_replay": [f"paths.replay={out / 'replay.parquet'}", "phase=1", "method.replay=true"],
+        "build_replay": [f"paths.replay={out / 'replay.parquet'}", "phase=1", "method=lst"],
     }
     for name, overrides in steps.items():
         command = step_command(name, *data, *short, *overrides, f"hydra.run.dir={tmp_path / 'hydra' / name}")

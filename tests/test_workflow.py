@@ -212,11 +212,8 @@ METHOD_FILE = """\
 # lst with fixed-draw replay: epoch 0's old-class images again in every epoch
 method:
   name: lst_fixed_draw
-  kind: incremental
-  replay: true
-  distill: true
-  meta: false
-  repeat_factor_sampling: false
+  family: lst
+  settings: {}
 replay:
   variant: fixed_draw
 """
@@ -226,7 +223,7 @@ def test_a_method_is_one_file(tmp_path):
     """docs/extending.md's example: a file in src/lst/conf/method/ is a method of the DAG, its steps compose it."""
     root = workflow_copy(tmp_path, preset="tiny", methods=["lst", "lst_fixed_draw"])
     refused = run_snakemake(root, "-n", check=False)
-    assert refused.returncode != 0 and "config methods: lst_fixed_draw unknown" in refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "config methods: 'lst_fixed_draw' is not a method" in refused.stderr
     (root / "src/lst/conf/method/lst_fixed_draw.yaml").write_text(METHOD_FILE)
     dry = run_snakemake(root, "-n", "-p").stdout
     stats = dry.split("Job stats")[1]

@@ -15,6 +15,9 @@ from snakemake.settings.types import DeploymentMethod
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
 import lst.conf
+import lst.data.lvis_json
+import lst.errors
+import lst.methods
 from lst.data.phase_plan import phase_count
 from lst.steps.settings import READS, covers
 
@@ -29,41 +32,94 @@ elif DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
 else:
     PYTHON = sys.executable
 
-# The methods: one file each in src/lst/conf/method/ (lst.conf.methods), read nowhere else.
-METHODS = lst.conf.methods()
+
+# ---- Composing the steps' Hydra config ---------------------------------------------------------------------
+
+
+@functools.cache
+def composed(overrides):
+    """The Hydra config of lst composed with ``overrides``, resolved; a bad key or value raises, in one line."""
+    return lst.conf.compose(overrides)
+
+
+def hydra_value(value):
+    """``value`` in Hydra's override grammar: lists and dicts element-wise, strings quoted unless plain names."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(hydra_value(item) for item in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, str) and not (
+        re.fullmatch(r"[A-Za-z_/][\w./-]*", value) and value.lower() not in ("true", "false", "null", "inf", "nan")
+    ):
+        return hydra_quoted(value)
+    return str(value)
+
+
+def hydra_quoted(text):
+    """``text`` as a Hydra quoted string: only quotes, and backslashes before a quote or the end, are escaped."""
+    text = re.sub(r"(\\*)'", lambda m: 2 * m.group(1) + "\\'", str(text))
+    text = re.sub(r"(\\+)$", lambda m: 2 * m.group(1), text)
+    return f"'{text}'"
+
+
+def refused(make):
+    """``make()``; for bad input (a config value, a method, a file: lst.errors.InputError) one line and exit 1,
+    before any job, instead of a traceback."""
+    try:
+        return make()
+    except lst.errors.InputError as error:
+        print(f"lst: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+# The methods: one file each in src/lst/conf/method/ or a folder of method_dirs (lst.conf.methods); each names
+# its family (lst.methods), which says its kind and the files its phases need (Method.phase_inputs).
+METHOD_DIRS = config["method_dirs"]
 BASE = lst.conf.BASE  # the shared phase-0 model lives in results/<dataset>/base/phase0
-INCREMENTAL = [name for name, method in METHODS.items() if method["kind"] == "incremental"]
-JOINT = [name for name, method in METHODS.items() if method["kind"] == "joint"]
-_unknown = [name for name in config["methods"] if name not in INCREMENTAL + JOINT]
-if _unknown:
-    raise ValueError(
-        f"config methods: {', '.join(_unknown)} unknown; the methods are {', '.join(INCREMENTAL + JOINT)} "
-        f"(a method is a file of {lst.conf.METHOD_DIR})"
-    )
+refused(lambda: lst.conf.check_method_names(config["methods"], METHOD_DIRS))
+
+
+def method_overrides(method):
+    """The Hydra overrides that select ``method``: its file, and the folders of users' methods."""
+    return [f"method={method}"] + ([f"method_dirs={hydra_value(METHOD_DIRS)}"] if METHOD_DIRS else [])
+
+
+def load_configured_method(name):
+    """The method ``name`` as the steps compose it (preset, its file, overrides.all), its settings checked."""
+    overrides = (f"preset={config['preset']}", *method_overrides(name), *config["overrides"].get("all", []))
+    return lst.methods.load_method(composed(overrides)["method"], METHOD_DIRS)
+
+
+METHODS = refused(lambda: {name: load_configured_method(name) for name in config["methods"]})
+INCREMENTAL = [name for name, method in METHODS.items() if method.kind is lst.methods.Kind.incremental]
+JOINT = [name for name, method in METHODS.items() if method.kind is lst.methods.Kind.joint]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly ``names``; none at all when empty (an empty one matches anything)."""
+    return "|".join(names) or "(?!)"
 
 
 wildcard_constraints:
-    method="[a-z_]+",
+    method="[a-z_][a-z0-9_]*",
     phase=r"\d+",
 
 
 def count_categories(train_json):
-    """Categories in the train json, for phase counts given as base + step only."""
-    import msgspec
-
-    class Categories(msgspec.Struct):
-        categories: list[msgspec.Raw]
-
+    """Categories in the train json, for phase counts given as base + step only; read and checked as the steps
+    read it (a file that is missing or not LVIS json: one line naming it)."""
     if not Path(train_json).is_file():
-        raise ValueError(
+        raise lst.errors.DataError(
             f"{train_json}: not found, so the number of phases cannot be counted from its categories; "
             "give phases.num_incremental or phases.sizes in the config"
         )
-    return len(msgspec.json.decode(Path(train_json).read_bytes(), type=Categories).categories)
+    return lst.data.lvis_json.count_categories(train_json)
 
 
 # the incremental phases, as the split step counts them (the categories are read only if K depends on them)
-K = phase_count(config["phases"], lambda: count_categories(config["dataset"]["train_json"]))
+K = refused(lambda: phase_count(config["phases"], lambda: count_categories(config["dataset"]["train_json"])))
 
 # Processes of each training job (DDP): one per GPU, or gloo processes on a CPU; above 1, torchrun starts them.
 PROCESSES_PER_TRAIN = config["processes_per_train"]
@@ -110,16 +166,15 @@ def model_path(method, phase):
 
 def train_phase_inputs(wildcards):
     """What phase k of an incremental method trains from: model k-1, its stream, teacher logits, meta-module."""
-    method = METHODS[wildcards.method]
     inputs = {
         "previous": model_path(wildcards.method, int(wildcards.phase) - 1),
         "replay": f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/replay.parquet",
     }
-    if method["distill"]:
-        inputs["teacher_logits"] = f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/teacher_logits.parquet"
-    if method["meta"]:
-        inputs["meta"] = f"{RESULTS}/{BASE}/phase0/meta.pt"
-    return inputs
+    made = {
+        lst.methods.TEACHER_LOGITS: f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/teacher_logits.parquet",
+        lst.methods.META: f"{RESULTS}/{BASE}/phase0/meta.pt",
+    }
+    return inputs | {name: made[name] for name in METHODS[wildcards.method].phase_inputs()}
 
 
 # ---- The steps' settings and command lines -------------------------------------------------------------------
@@ -162,7 +217,7 @@ def step_overrides(step, method, phase, every_value=False):
     """The Hydra overrides of a step: preset, method, the values of WORKFLOW_VALUES it reads (all of them
     with ``every_value``) and the phase, the user's overrides. ``phase`` None: none."""
     values = WORKFLOW_VALUES | ({} if phase is None else {"phase": phase})
-    args = [f"preset={config['preset']}"] + ([f"method={method}"] if method else [])
+    args = [f"preset={config['preset']}"] + (method_overrides(method) if method else [])
     args += [f"{key}={hydra_value(value)}" for key, value in values.items() if every_value or covers(READS[step], key)]
     return args + config["overrides"].get("all", []) + config["overrides"].get(step, [])
 
@@ -180,10 +235,7 @@ def step_setting(step, phase, wildcards, key):
     return f"{key}={json.dumps(value, sort_keys=True)}"
 
 
-@functools.cache
-def composed(overrides):
-    """The Hydra config of lst composed with ``overrides``, resolved; a bad key or value raises, in one line."""
-    return lst.conf.compose(overrides)
+
 
 
 def step_command(rule, step, phase, logs, wildcards, input, output):
@@ -211,25 +263,3 @@ def launcher(step):
     if step in TRAINING and PROCESSES_PER_TRAIN > 1:
         command += f" -m torch.distributed.run --standalone --nproc-per-node={PROCESSES_PER_TRAIN}"
     return f"{command} -m lst.steps.{step}"
-
-
-def hydra_value(value):
-    """``value`` in Hydra's override grammar: lists and dicts element-wise, strings quoted unless plain names."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{hydra_value(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(hydra_value(item) for item in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, str) and not (
-        re.fullmatch(r"[A-Za-z_/][\w./-]*", value) and value.lower() not in ("true", "false", "null", "inf", "nan")
-    ):
-        return hydra_quoted(value)
-    return str(value)
-
-
-def hydra_quoted(text):
-    """``text`` as a Hydra quoted string: only quotes, and backslashes before a quote or the end, are escaped."""
-    text = re.sub(r"(\\*)'", lambda m: 2 * m.group(1) + "\\'", str(text))
-    text = re.sub(r"(\\+)$", lambda m: 2 * m.group(1), text)
-    return f"'{text}'"

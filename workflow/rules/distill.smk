@@ -7,7 +7,7 @@ rule extract_logits:
     output:
         teacher_logits=f"{RESULTS}/{{method}}/phase{{phase}}/teacher_logits.parquet",
     wildcard_constraints:
-        method="|".join(m for m in INCREMENTAL if METHODS[m]["distill"]),
+        method=one_of([m for m in INCREMENTAL if lst.methods.TEACHER_LOGITS in METHODS[m].phase_inputs()]),
         phase="[1-9][0-9]*",
     log:
         f"{RESULTS}/logs/extract_logits/{{method}}_phase{{phase}}.log",

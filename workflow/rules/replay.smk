@@ -9,7 +9,7 @@ rule build_replay:
     output:
         replay=f"{RESULTS}/{{method}}/phase{{phase}}/replay.parquet",
     wildcard_constraints:
-        method="|".join(INCREMENTAL),
+        method=one_of(INCREMENTAL),
         phase="[1-9][0-9]*",
     log:
         f"{RESULTS}/logs/build_replay/{{method}}_phase{{phase}}.log",

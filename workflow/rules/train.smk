@@ -58,7 +58,7 @@ rule train_joint:
         model=f"{RESULTS}/{{method}}/phase{K}/model.pt",
         eval_curve=f"{RESULTS}/{{method}}/phase{K}/eval_curve.parquet",
     wildcard_constraints:
-        method="|".join(JOINT),
+        method=one_of(JOINT),
     log:
         f"{RESULTS}/logs/train_joint/{{method}}.log",
     benchmark:
@@ -82,7 +82,7 @@ rule train_phase:
         model=f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
         eval_curve=f"{RESULTS}/{{method}}/phase{{phase}}/eval_curve.parquet",
     wildcard_constraints:
-        method="|".join(INCREMENTAL),
+        method=one_of(INCREMENTAL),
         phase="[1-9][0-9]*",
     log:
         f"{RESULTS}/logs/train_phase/{{method}}_phase{{phase}}.log",
@@ -108,7 +108,7 @@ rule link_base:
     output:
         f"{RESULTS}/{{method}}/phase0/{{file}}",
     wildcard_constraints:
-        method="|".join(INCREMENTAL),
+        method=one_of(INCREMENTAL),
         file="|".join(BASE_FILES),
     log:
         f"{RESULTS}/logs/link_base/{{method}}/{{file}}.log",

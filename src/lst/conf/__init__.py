@@ -1,7 +1,8 @@
 """Hydra config tree of lst (a package so Hydra finds it when a step is imported, not only run).
 
-``methods()`` lists the methods: one file each in ``method/``, read by the workflow (DAG and config check),
-the plots and, through Hydra's ``method=<name>`` group choice, the steps. Importing this package stores
+``methods()`` lists the methods: one file each in ``method/`` and in users' folders (``method_dirs``), read by
+the workflow (DAG and config check), the plots and, through Hydra's ``method=<name>`` group choice, the steps
+(``register_method_dirs`` makes a user's file a choice). Importing this package stores
 the config's types (``lst.conf.schema``) in Hydra's ConfigStore, which ``lst.yaml`` starts from;
 ``compose()`` composes the config as a step does and ``config_error()`` turns a composition error into
 one line naming the key. Torch-free.
@@ -28,36 +29,89 @@ schema.register()
 CONF_DIR = Path(__file__).parent
 METHOD_DIR = CONF_DIR / "method"
 BASE = "base"  # method/base.yaml: the shared phase-0 model, the steps' default; not a method to run
-KINDS = tuple(kind for kind in schema.choices(schema.MethodKind) if kind != BASE)  # what a method is
+METHOD_KEYS = ("name", "family", "settings")  # a method block's keys (lst.conf.schema.MethodConfig)
 
 
-def methods() -> dict[str, dict[str, Any]]:
-    """Each method file's ``method`` block by name: the base model first, then the methods by name.
+def method_files(dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """Every method file by name: ``method/*.yaml`` here, then each folder of ``dirs`` (users' methods), in
+    that order. A name defined twice or a folder that does not exist raises :class:`ConfigError`."""
+    files = {path.stem: path for path in sorted(METHOD_DIR.glob("*.yaml"))}
+    for folder in dirs:
+        if not Path(folder).is_dir():
+            raise ConfigError(f"method_dirs: {folder}: not a folder")
+        for path in sorted(Path(folder).glob("*.yaml")):
+            if path.stem in files:
+                raise ConfigError(f"{path}: method {path.stem} is defined already, by {files[path.stem]}")
+            files[path.stem] = path
+    return files
 
-    Every file declares the keys of ``base.yaml``, its ``name`` is its file name and its ``kind`` is one
-    of ``KINDS``; a file that breaks this raises ``ValueError`` naming it.
-    """
-    found = {path.stem: _method_block(path) for path in sorted(METHOD_DIR.glob("*.yaml"))}
+
+def methods(dirs: Sequence[str | Path] = ()) -> dict[str, dict[str, Any]]:
+    """Each method file's ``method`` block by name (the base model first), built-in and in ``dirs``.
+
+    A block has the keys ``name`` (its file's name), ``family`` and ``settings`` (lst.methods checks those);
+    a file that breaks this raises :class:`ConfigError` naming it."""
+    found = {name: _method_block(path) for name, path in method_files(dirs).items()}
     if BASE not in found:
-        raise ValueError(f"{METHOD_DIR / 'base.yaml'}: missing (the steps' default method)")
-    keys = set(found[BASE])
-    for name, block in found.items():
-        path = METHOD_DIR / f"{name}.yaml"
-        if set(block) != keys:
-            missing, extra = sorted(keys - set(block)), sorted(set(block) - keys)
-            raise ValueError(f"{path}: method keys differ from base.yaml's (missing {missing}, unknown {extra})")
-        if block["name"] != name:
-            raise ValueError(f"{path}: method.name is {block['name']!r}, not its file name {name!r}")
-        if name != BASE and block["kind"] not in KINDS:
-            raise ValueError(f"{path}: method.kind is {block['kind']!r}, not one of {KINDS}")
+        raise ConfigError(f"{METHOD_DIR / 'base.yaml'}: missing (the steps' default method)")
     return {BASE: found.pop(BASE), **found}
 
 
+def check_method_names(names: Sequence[str], dirs: Sequence[str | Path] = ()) -> None:
+    """Each of ``names`` a method to run (a file of METHOD_DIR or of ``dirs``, not the base model), else one line
+    naming it, with a "did you mean"."""
+    known = sorted(set(methods(dirs)) - {BASE})
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the methods: {', '.join(known)}"
+            raise ConfigError(
+                f"config methods: {name!r} is not a method ({hint}); a method is a file of {METHOD_DIR} "
+                "or of a folder of method_dirs"
+            )
+
+
 def _method_block(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data.get("method"), dict):
-        raise ValueError(f"{path}: no `method:` block (a method file starts with `# @package _global_`)")
-    return data["method"]
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not YAML ({' '.join(str(error).split())})") from None
+    block = data.get("method") if isinstance(data, dict) else None
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path}: no `method:` block (method: {{name, family, settings}})")
+    if set(block) != set(METHOD_KEYS):
+        missing, extra = sorted(set(METHOD_KEYS) - set(block)), sorted(set(block) - set(METHOD_KEYS))
+        raise ConfigError(
+            f"{path}: a method block has the keys {', '.join(METHOD_KEYS)} (missing {missing}, unknown {extra})"
+        )
+    if block["name"] != path.stem:
+        raise ConfigError(f"{path}: method.name is {block['name']!r}, not its file name {path.stem!r}")
+    if not isinstance(block["settings"], dict):
+        raise ConfigError(f"{path}: method.settings is {block['settings']!r}, not a mapping of settings")
+    return block
+
+
+def register_method_dirs(dirs: Sequence[str | Path]) -> None:
+    """Make the method files of ``dirs`` Hydra choices of the ``method`` group (Hydra's ConfigStore, the package
+    _global_ as the built-in files say in their first line), so that ``method=<name>`` composes them."""
+    from hydra.core.config_store import ConfigStore
+
+    builtin = {path.stem for path in METHOD_DIR.glob("*.yaml")}
+    for name, path in method_files(dirs).items():
+        if name not in builtin:
+            _method_block(path)
+            ConfigStore.instance().store(group="method", name=name, node=OmegaConf.load(path), package="_global_")
+
+
+def method_dirs(overrides: Sequence[str]) -> list[str]:
+    """The ``method_dirs=[...]`` of Hydra ``overrides``, [] without one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group == "method_dirs":
+            value = override.value()
+            return [str(folder) for folder in (value if isinstance(value, list) else [value])]
+    return []
 
 
 def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -70,6 +124,7 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
     from hydra.errors import HydraException
 
     try:
+        register_method_dirs(method_dirs(overrides))
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = hydra_compose("lst", overrides=list(overrides))
         values = to_values(cfg)
@@ -119,6 +174,8 @@ def config_error(error: Exception) -> ConfigError:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]}?)" if close else f" (its keys: {', '.join(known)})" if known else ""
         problem = f"not a key of {parent or 'the config'}{hint}"
+        if parent == "method.settings":  # a dict: what the method's file sets; its family's Settings check it
+            problem = f"not set by the method's file (a setting of its family is added as +{key}=...)"
     elif invalid and isinstance(choice, type) and issubclass(choice, Enum):
         problem = f"{invalid.group(1)!r} is not one of {', '.join(schema.choices(choice))}"
     return ConfigError(f"{key}: {problem}" + (f" ({where})" if where else ""))

@@ -62,12 +62,6 @@ class Backbone(Enum):
     mobilenet_v2_fpn = "mobilenet_v2_fpn"
 
 
-class MethodKind(Enum):
-    base = "base"  # method/base.yaml only: the shared phase-0 model
-    incremental = "incremental"
-    joint = "joint"
-
-
 def choices(enum: type[Enum]) -> tuple[str, ...]:
     """The allowed values of a choice, in their order."""
     return tuple(member.name for member in enum)
@@ -155,6 +149,7 @@ class ModelConfig:
     box_detections_per_img: int = MISSING
     box_batch_size_per_image: int = MISSING
     box_positive_fraction: float = MISSING
+    box_loss_beta: float = MISSING
     target_fallback_positives: int = MISSING
     mask_weight_transfer: bool = MISSING
     mask_mlp: bool = MISSING
@@ -170,12 +165,12 @@ class SmallModelConfig(ModelConfig):
 
 @dataclass
 class MethodConfig:
+    """A method file's block: its family (a module of lst.methods or of method_dirs) and the family's settings,
+    which lst.methods.load_method checks against the family's Settings dataclass."""
+
     name: str = MISSING
-    kind: MethodKind = MISSING
-    replay: bool = MISSING
-    distill: bool = MISSING
-    meta: bool = MISSING
-    repeat_factor_sampling: bool = MISSING
+    family: str = MISSING
+    settings: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -277,6 +272,7 @@ class LstConfig:
     train_base: BaseTrainConfig = MISSING
     train_phase: PhaseTrainConfig = MISSING
     method: MethodConfig = MISSING
+    method_dirs: list[str] = MISSING  # users' folders of method files and family modules
     rfs_threshold: float = MISSING
     replay: ReplayConfig = MISSING
     distill: DistillConfig = MISSING

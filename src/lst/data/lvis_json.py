@@ -156,23 +156,39 @@ def _id_lists(lists: list[list[int]]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-def read_lvis_json(path: str | Path, split: str) -> LvisTables:
-    """Decode and validate one LVIS json; raise DataError naming ``path`` and the problem."""
-    path = Path(path)
+class _CategoriesOnly(msgspec.Struct):
+    categories: list[_Category]
+
+
+def _decode(path: Path, struct: type[msgspec.Struct]) -> msgspec.Struct:
+    """``path`` decoded as ``struct``, its categories not empty; DataError naming the file and the problem."""
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from error
+    try:
+        data = msgspec.json.decode(raw, type=struct)
+    except msgspec.ValidationError as error:
+        raise DataError(f"{path}: not an LVIS-format file: {error}") from error
+    except msgspec.DecodeError as error:
+        raise DataError(f"{path}: not valid json: {error}") from error
+    if not data.categories:
+        raise DataError(f"{path}: has no categories")
+    return data
+
+
+def count_categories(path: str | Path) -> int:
+    """The number of categories of an LVIS json, checked as read_lvis_json checks its categories (the rest of
+    the file is only parsed): for the workflow, which counts phases while it builds the DAG."""
+    path = Path(path)
+    return len(_category_table(_decode(path, _CategoriesOnly).categories, path))
+
+
+def read_lvis_json(path: str | Path, split: str) -> LvisTables:
+    """Decode and validate one LVIS json; raise DataError naming ``path`` and the problem."""
+    path = Path(path)
     with _gc_paused():
-        try:
-            data = msgspec.json.decode(raw, type=_LvisFile)
-        except msgspec.ValidationError as error:
-            raise DataError(f"{path}: not an LVIS-format file: {error}") from error
-        except msgspec.DecodeError as error:
-            raise DataError(f"{path}: not valid json: {error}") from error
-        del raw  # the segmentations still reference it until they are copied out
-        if not data.categories:
-            raise DataError(f"{path}: has no categories")
+        data = _decode(path, _LvisFile)  # the segmentations reference the file's bytes until copied out
         categories = _category_table(data.categories, path)
         exhaustive = all(image.neg_category_ids is None for image in data.images)
         images = _image_table(data.images, split, categories.column("category_id").to_numpy(), path)

@@ -6,7 +6,7 @@ is gigabytes per image. Here a target's ``instance_masks`` (:class:`InstanceMask
 annotation's polygons in image coordinates; only the RoIs of the mask loss get an M x M target, by
 rasterising their matched polygons inside the RoI's box with pycocotools (as detectron2's
 ``PolygonMasks.crop_and_resize``). RLE annotations are decoded at image resolution (uint8) and cropped
-with RoIAlign, for the RoIs that need it. The mask loss on these targets is lst.modeling.mask_head's.
+with RoIAlign, for the RoIs that need it. The mask loss on these targets is lst.modeling.roi_heads'.
 
 Geometry: pixel c covers [c, c+1), as in pycocotools (a pixel is in a polygon when its centre is). The
 model resizes images and boxes after loading; rather than scaling every vertex, the RoIs are mapped back

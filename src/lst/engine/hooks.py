@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,7 +131,8 @@ def contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 class TrainingState:
     """What resumes a run, in ``path`` (``last.pt``): model, optimiser, schedule (and fp16 loss-scale) state,
-    the iteration and the run's fingerprint ``run_id``. Rank 0 saves it; every rank resumes from it."""
+    the state of ``method_state``'s objects that have a ``state_dict()``, the iteration and the run's
+    fingerprint ``run_id``. Rank 0 saves it; every rank resumes from it."""
 
     def __init__(
         self,
@@ -140,9 +142,11 @@ class TrainingState:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         scaler: torch.amp.GradScaler,
+        method_state: Mapping[str, Any] | None = None,
     ):
         self.path, self.run_id = path, run_id
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.method_state = {k: v for k, v in (method_state or {}).items() if hasattr(v, "state_dict")}
 
     def resume(self) -> int:
         """Load ``path`` if it was written by this run (same fingerprint); return the iteration to start from."""
@@ -155,6 +159,8 @@ class TrainingState:
                 self.scheduler.load_state_dict(state["scheduler"])
                 if "scaler" in state:
                     self.scaler.load_state_dict(state["scaler"])
+                for name, saved in state.get("method_state", {}).items():
+                    self.method_state[name].load_state_dict(saved)
                 start = int(state["iteration"])
                 log.info("resuming from %s at iteration %d", self.path, start)
             else:
@@ -174,6 +180,8 @@ class TrainingState:
         }
         if self.scaler.is_enabled():
             state["scaler"] = self.scaler.state_dict()
+        if self.method_state:
+            state["method_state"] = {name: value.state_dict() for name, value in self.method_state.items()}
         save_checkpoint(state, self.path)
 
 

@@ -21,7 +21,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,24 @@ from lst.engine.hooks import (
 from lst.engine.train_loop import HookBase, TrainerBase
 from lst.errors import ConfigError, TrainingError
 from lst.modeling.backbones import downsampling_stages, is_mobilenet_body
+from lst.modeling.mask_rcnn import Outputs, recorded_outputs
 
 log = logging.getLogger(__name__)
 
-# (model, images, targets) -> extra loss terms, e.g. distillation
-ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+
+@dataclass
+class Forward:
+    """The student's forward of one iteration, for a method's extra loss terms: the model (not its DDP
+    wrapper), the batch as loaded (flipped where its samples say) and what the forward computed on the way."""
+
+    model: nn.Module
+    images: list[torch.Tensor]
+    targets: list[dict[str, torch.Tensor]]
+    outputs: Outputs  # the transformed batch, FPN features, RPN head outputs (lst.modeling.mask_rcnn)
+
+
+# a method's extra loss terms, e.g. distillation: Forward -> named scalar losses
+ExtraLosses = Callable[[Forward], dict[str, torch.Tensor]]
 # a training hook: a HookBase, or (iteration, model) -> None called on every rank after each update (see ``train``)
 Hook = HookBase | Callable[[int, nn.Module], None]
 
@@ -192,11 +206,13 @@ class LossStep(nn.Module):
         self.extra_losses = extra_losses
 
     def forward(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        losses = self.model(images, targets)
-        if self.extra_losses is not None:
-            # a second pass that only ranks with matching images make: no batch-norm collectives in it
-            with distributed.local_batchnorm():
-                losses.update(self.extra_losses(self.model, images, targets))
+        if self.extra_losses is None:
+            return self.model(images, targets)
+        with recorded_outputs(self.model) as outputs:
+            losses = self.model(images, targets)
+        # a second pass that only ranks with matching images make: no batch-norm collectives in it
+        with distributed.local_batchnorm():
+            losses.update(self.extra_losses(Forward(self.model, images, targets, outputs)))
         return losses
 
 
@@ -279,12 +295,15 @@ def train(
     extra_losses: ExtraLosses | None = None,
     device: torch.device | None = None,
     hooks: Sequence[Hook] = (),
+    method_state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``stream`` for ``cfg['iterations']`` iterations; return the final checkpoint dict.
 
     ``stream`` is this process's share of the samples, ``cfg['batch_size']`` per iteration. Every
     ``checkpoint_period`` iterations ``work_dir/last.pt`` holds model, optimiser, schedule (and fp16
-    loss-scale) state; a rerun with the same fingerprint resumes from it and ends with the same weights.
+    loss-scale) state, and the ``state_dict()`` of each of ``method_state``'s objects (a method's classification
+    loss and teacher terms, lst.methods.method); a rerun with the same fingerprint resumes from it, restores
+    each, and ends with the same weights. ``extra_losses(forward)`` adds a method's terms to the model's losses.
     ``cfg['amp']`` (off, bf16, fp16) and ``cfg['channels_last']`` set the precision and memory layout.
 
     ``hooks`` run on every rank after lst's log and before its checkpoint (lst.engine.hooks): ``HookBase``
@@ -303,7 +322,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
     # fp16 needs loss scaling against underflowing gradients; bf16 has float32's range
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    state = TrainingState(work_dir / "last.pt", run_id, model, optimizer, scheduler, scaler)
+    state = TrainingState(work_dir / "last.pt", run_id, model, optimizer, scheduler, scaler, method_state)
     start = state.resume()
     step = data_parallel(LossStep(model, extra_losses), device)
     loader = batches(stream, cfg, start, device, seed)

@@ -1,2 +1,31 @@
-"""Methods: the torch side of LST's incremental methods, one module per method's logic: logit distillation
-and the meta-module. Replay is a sample stream (lst.data.sampling). May import data, modeling, engine."""
+"""Methods: one module per method family on one base class, :class:`Method` (lst.methods.method), with the
+extension points the field's methods need; a method is a yaml file naming its family and settings. Torch-free:
+the families import torch inside their extension points. May import data, modeling, engine.
+"""
+
+from lst.methods.method import (
+    META,
+    PHASE_INPUTS,
+    TEACHER_LOGITS,
+    ClassInfo,
+    Kind,
+    Method,
+    NoSettings,
+    PhaseTraining,
+    StreamRequest,
+)
+from lst.methods.registry import family_class, load_method
+
+__all__ = [
+    "META",
+    "PHASE_INPUTS",
+    "TEACHER_LOGITS",
+    "ClassInfo",
+    "Kind",
+    "Method",
+    "NoSettings",
+    "PhaseTraining",
+    "StreamRequest",
+    "family_class",
+    "load_method",
+]

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lst.data.dataset import DetectionData
-from lst.errors import ConfigError
+from lst.errors import ConfigError, DataError
+from lst.methods.method import META, PhaseTraining
+from lst.modeling.checkpoint import load_checkpoint
 from lst.modeling.mask_rcnn import box_features
 
 log = logging.getLogger(__name__)
@@ -129,3 +131,22 @@ def train_generator(
         if episode % log_period == 0 or episode == episodes:
             log.info("meta episode %d/%d  loss %.3f", episode, episodes, np.mean(losses[-log_period:]))
     return losses
+
+
+def generate_new_rows(phase: PhaseTraining, per_class: int, batch_size: int) -> None:
+    """Replace the new classes' random classifier rows of ``phase.model`` by the meta-module's generated
+    weights (the trained module: ``phase.inputs["meta"]``), from ``per_class`` features of each new class."""
+    meta_path = phase.inputs[META]
+    generator_checkpoint = load_checkpoint(meta_path, required=("model",))
+    model, num_old = phase.model, phase.num_old
+    rows = model.roi_heads.box_predictor.cls_score.weight
+    generator = WeightGenerator(rows.shape[1])
+    generator.load_state_dict(generator_checkpoint["model"])
+    new_ids = phase.data.category_ids[num_old:].tolist()
+    features = class_features(model, phase.data, new_ids, per_class, batch_size, phase.seed)
+    missing = [c for c in new_ids if c not in features]
+    if missing:
+        raise DataError(f"meta-module: no training boxes for new classes {missing[:5]}")
+    with torch.no_grad():
+        rows[1 + num_old :] = generator([features[c] for c in new_ids], rows[1 : 1 + num_old])
+    log.info("meta-module %s generated the rows of %d new classes", meta_path, len(new_ids))

@@ -6,7 +6,10 @@ later phases rebuild exactly the model the base phase trained.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,13 +20,14 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from lst.conf.schema import Backbone
 from lst.modeling.backbones import mobilenet_v2_fpn
-from lst.modeling.mask_head import MaskTargetRoIHeads
+from lst.modeling.roi_heads import TORCHVISION_BOX_LOSS_BETA, LstRoIHeads
 
 BOX_PREDICTOR = "roi_heads.box_predictor."
 MASK_LOGITS = "roi_heads.mask_predictor.mask_fcn_logits."
@@ -223,14 +227,50 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
         mask_head=MaskRCNNHeads(channels, [mask_channels] * 4, 1),
         mask_predictor=mask_predictor,
     )
-    # same module and state, plus target-class sampling for (image, target class) samples
-    model.roi_heads.__class__ = TargetClassRoIHeads
+    # same module and state; a method's classification loss, LST's target-class sampling (lst.modeling.roi_heads)
+    model.roi_heads.__class__ = LstRoIHeads
     model.roi_heads.fallback_positives = cfg.get("target_fallback_positives")
+    model.roi_heads.box_loss_beta = cfg.get("box_loss_beta", TORCHVISION_BOX_LOSS_BETA)
     return model
 
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+@dataclass
+class Outputs:
+    """What a forward of the model computed on the way, recorded by :func:`recorded_outputs`."""
+
+    images: ImageList | None = None  # the batch as the backbone saw it: resized, normalised, padded
+    features: dict[str, torch.Tensor] | None = None  # the FPN maps, by level
+    objectness: list[torch.Tensor] | None = None  # the RPN head's raw outputs per level: [N, A, H, W]
+    anchor_deltas: list[torch.Tensor] | None = None  # and [N, 4A, H, W]
+
+
+@contextlib.contextmanager
+def recorded_outputs(model: nn.Module) -> Iterator[Outputs]:
+    """Record the transformed batch, the FPN features and the RPN head's outputs of the forwards of ``model``
+    inside the block (the last one's), as they are: in the graph, with their gradients."""
+    outputs = Outputs()
+
+    def keep(**fields: Callable[[Any], Any]) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            for name, pick in fields.items():
+                setattr(outputs, name, pick(output))
+
+        return hook
+
+    handles = [
+        model.transform.register_forward_hook(keep(images=lambda out: out[0])),
+        model.backbone.register_forward_hook(keep(features=lambda out: out)),
+        model.rpn.head.register_forward_hook(keep(objectness=lambda out: out[0], anchor_deltas=lambda out: out[1])),
+    ]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def box_features(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -281,45 +321,3 @@ def grow_classifier(
         extend(MASK_LOGITS + "weight", extra, (2.0 / num_classes) ** 0.5)
         extend(MASK_LOGITS + "bias", extra, None)
     return grown
-
-
-def restrict_positives(labels: torch.Tensor, target_label: int, fallback: int | None = None) -> torch.Tensor:
-    """LST's target-class sampling for one image's RoI labels (-1 ignored, 0 background, >0 class).
-
-    Positives are only the RoIs matched to ``target_label``; RoIs matched to other classes are left out
-    (-1) of the box loss. If no RoI matches the target, the first ``fallback`` positives of any class (in
-    proposal order) stay, as the released sampler does (None: every positive). ``target_label`` 0 means
-    the sample has no target class.
-    """
-    if target_label <= 0:
-        return labels
-    on_target = labels == target_label
-    if not on_target.any():
-        if fallback is None:
-            return labels
-        kept = torch.where(labels > 0)[0][:fallback]
-        on_target = torch.zeros_like(on_target)
-        on_target[kept] = True
-    return torch.where((labels > 0) & ~on_target, torch.full_like(labels, -1), labels)
-
-
-class TargetClassRoIHeads(MaskTargetRoIHeads):
-    """torchvision's RoI heads, with positives restricted to each sample's target class when training
-    (and mask targets rasterised for the positive RoIs alone, see lst.data.masks)."""
-
-    _target_labels: list[int] | None = None
-    fallback_positives: int | None = None  # restrict_positives' fallback, set by build_model
-
-    def select_training_samples(self, proposals, targets):  # noqa: ANN001 - torchvision's signature
-        self._target_labels = [int(t.get("target_label", 0)) for t in targets]
-        try:
-            return super().select_training_samples(proposals, targets)
-        finally:
-            self._target_labels = None
-
-    def assign_targets_to_proposals(self, proposals, gt_boxes, gt_labels):  # noqa: ANN001
-        matched_idxs, labels = super().assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
-        if self._target_labels is not None:
-            fallback = self.fallback_positives
-            labels = [restrict_positives(lab, t, fallback) for lab, t in zip(labels, self._target_labels, strict=True)]
-        return matched_idxs, labels

@@ -2,7 +2,8 @@
 
 Each is a Hydra app over the config tree in ``lst/conf`` (``version_base="1.3"``, no change of
 working directory, no files of Hydra's own unless ``hydra.output_subdir`` asks), typed by ``lst.conf.schema``:
-a key the schema lacks or a bad value ends the step in one line before anything runs. A step sees the settings
+a key the schema lacks, a bad value or a bad method (lst.methods.load_method) ends the step in one line before
+anything runs. A step sees the settings
 ``lst.steps.settings.READS`` declares for it and ``paths``. Errors in the user's inputs end the step with
 one clear line and exit code 1.
 """
@@ -23,7 +24,8 @@ from omegaconf import DictConfig
 
 import lst.conf
 from lst.errors import ConfigError, InputError
-from lst.steps.settings import READS, select
+from lst.methods import Method, load_method
+from lst.steps.settings import READS, covers, select
 
 log = logging.getLogger("lst")
 
@@ -38,7 +40,9 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
         # composed here first, so that a bad key or value ends the step in one line (lst.conf.config_error);
         # Hydra would print its report on several lines
         try:
-            lst.conf.compose(get_args_parser().parse_args().overrides)
+            config = lst.conf.compose(get_args_parser().parse_args().overrides)
+            if covers(READS[name], "method"):
+                load_method(config["method"], config["method_dirs"])  # its family and settings
         except ConfigError as error:
             print(f"[lst][ERROR] - {error}", file=sys.stderr)
             sys.exit(1)
@@ -54,7 +58,7 @@ def step(func: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
             local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             sys.modules["torch"].set_num_threads(max(1, int(cfg.threads) // local_processes))
         config = lst.conf.to_values(cfg)
-        settings = select(config, (*READS[name], "paths"), mapping=_Declared)
+        settings = select(config, (*READS[name], "paths", "method_dirs"), mapping=_Declared)
         try:
             func(settings)
         except (InputError, FileNotFoundError) as error:  # bad input: one line; anything else is a bug
@@ -90,6 +94,11 @@ def require(cfg: dict[str, Any], *keys: str) -> list[Any]:
             raise ConfigError(f"config key {key} is not set (the Snakemake rule passes it)")
         values.append(value)
     return values
+
+
+def method_of(cfg: dict[str, Any]) -> Method:
+    """The step's method (``method``, its family found in lst.methods or ``method_dirs``), reading ``cfg``."""
+    return load_method(cfg["method"], cfg["method_dirs"], cfg)
 
 
 def training_dir(cfg: dict[str, Any]) -> str:

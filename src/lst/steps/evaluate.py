@@ -9,18 +9,20 @@ from typing import Any
 import pandas as pd
 
 from lst.data import tables
-from lst.data.phase_data import load_phase_plan, phase_data
+from lst.data.phase_data import load_phase_plan, phase_data, phase_images
 from lst.engine.distributed import pick_device
 from lst.errors import CheckpointError
 from lst.evaluation.inference import detect, ground_truth
 from lst.evaluation.lvis_eval import FIXED_AP_DETS_PER_CLASS
 from lst.evaluation.phase_metrics import evaluation_options, phase_metrics
 from lst.io import write_text_atomic
+from lst.methods import ClassInfo
 from lst.modeling.checkpoint import load_checkpoint
 from lst.modeling.mask_rcnn import build_model
+from lst.modeling.roi_heads import set_classification
 from lst.reporting.gallery import draw_gallery, gallery_settings
 from lst.reporting.report import model_markdown
-from lst.steps import require, step
+from lst.steps import method_of, require, step
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,12 @@ def main(cfg: dict[str, Any]) -> None:
     model_cfg.update(box_score_thresh=threshold, box_detections_per_img=eval_cfg["max_dets"])
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     model.load_state_dict(checkpoint["model"])
+    plan = load_phase_plan(split_dir)
+    # the method's test-time scores (softmax by default), as its classification loss trained them
+    train_images = len(phase_images(data_dir, split_dir, phase, "train"))
+    num_old = 0 if phase == 0 else int((plan["phase"] < phase).sum())
+    classes = ClassInfo.of(plan, data.category_ids, train_images, num_old, phase, seed=0)  # scores draw nothing
+    set_classification(model.roi_heads, method_of(cfg).classification_loss(classes))
     model.to(pick_device(cfg["device"]))
     log.info("evaluating %s on %d val images", model_path, len(data.image_ids()))
     detections = detect(
@@ -51,7 +59,6 @@ def main(cfg: dict[str, Any]) -> None:
     )
     tables.write_table(detections, out_dir / "detections.parquet", tables.DETECTIONS)
 
-    plan = load_phase_plan(split_dir)
     seen = plan[plan["category_id"].isin(data.category_ids)]
     annotations = pd.concat([data.annotations, data.crowd], ignore_index=True)  # crowd regions: ignored matches
     gt = ground_truth(data.images.reset_index(drop=True), annotations, seen)

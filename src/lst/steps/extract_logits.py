@@ -8,7 +8,7 @@ from typing import Any
 from lst.data import tables
 from lst.data.phase_data import load_phase_plan, phase_data
 from lst.engine.distributed import pick_device
-from lst.methods.distill import teacher_logits
+from lst.methods.logit_distillation import teacher_logits
 from lst.modeling.checkpoint import load_checkpoint
 from lst.modeling.mask_rcnn import build_model
 from lst.steps import require, step

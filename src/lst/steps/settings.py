@@ -1,8 +1,9 @@
 """The settings each step reads: the keys of the Hydra config (a dotted key takes the whole value under it).
 
-A step sees these and ``paths`` only (``lst.steps.step`` drops the rest, so a step that reads an undeclared
-key fails at once), and its Snakemake rule records their resolved values: a changed setting reruns exactly
-the steps that read it. Torch-free: the workflow imports it to build the DAG.
+A step sees these, ``paths`` and ``method_dirs`` (where users' methods are: not a setting) only
+(``lst.steps.step`` drops the rest, so a step that reads an undeclared key fails at once), and its Snakemake
+rule records their resolved values: a changed setting reruns exactly the steps that read it. Torch-free: the
+workflow imports it to build the DAG.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ READS: dict[str, tuple[str, ...]] = {
     "split": ("phases",),
     "trim_weights": (),
     "train_base": (  # the base model, and a joint model: its budget counts the phases' images
-        "device", "seed", "method.name", "method.repeat_factor_sampling", "rfs_threshold", "model", "train_base",
+        "device", "seed", "method", "rfs_threshold", "model", "train_base",
         "train_phase.iterations", "train_phase.batch_size", *_PERIODIC_EVAL,
     ),
     "train_meta": ("device", "seed", "dataset.image_root", "meta", "eval.batch_size"),
     "extract_logits": ("device", "phase", "dataset.image_root", "eval.batch_size"),
     "build_replay": (
-        "seed", "phase", "method.replay", "replay", "train_phase.iterations", "train_phase.batch_size",
+        "seed", "phase", "method", "replay", "train_phase.iterations", "train_phase.batch_size",
         "train_phase.flip_prob", "train_phase.aspect_grouping",
     ),
     "train_phase": (
-        "device", "seed", "method.name", "method.distill", "method.meta", "train_phase", "distill", "meta.per_class",
+        "device", "seed", "method", "train_phase", "distill", "meta.per_class",
         *_PERIODIC_EVAL,
     ),
-    "evaluate": ("device", "phase", "dataset.image_root", "method.name", "eval", "report.gallery"),
+    "evaluate": ("device", "phase", "dataset.image_root", "method", "eval", "report.gallery"),
     "gallery": ("dataset.image_root", "report.models", "report.gallery"),
     "report": ("dataset.name", "report.models"),
 }  # fmt: skip

@@ -1,8 +1,8 @@
 """Train from initial weights: the base phase (phase 0), or a joint baseline on every class at once.
 
-``phase`` says which classes: 0 for the base model, the last phase for ``joint`` / ``joint_rfs``
-(all classes, the non-incremental baseline); ``method.repeat_factor_sampling`` switches the uniform image
-sampler to detectron2's repeat-factor sampling.
+``phase`` says which classes: 0 for the base model (method file ``base``), the last phase for a joint method
+(all classes, the non-incremental baseline). The method (lst.methods) draws the image stream and sets the
+classification loss.
 
 Initial weights: a trimmed COCO Mask R-CNN checkpoint (``paths.init``) initialises everything but the
 class-specific layers; else ``model.backbone_weights`` (an ImageNet state dict, lst.modeling.backbones) initialises
@@ -23,15 +23,17 @@ import torch
 from lst.conf.schema import JointBudget
 from lst.data.dataset import SampleStream
 from lst.data.phase_data import load_phase_plan, phase_data
-from lst.data.sampling import aspect_groups, repeat_factor_stream, repeat_factors, uniform_stream
+from lst.data.sampling import aspect_groups
 from lst.engine import distributed
 from lst.engine.trainer import rank_samples, train
 from lst.evaluation.periodic_eval import publish_curve, training_hooks
 from lst.io import file_digest
+from lst.methods import ClassInfo, StreamRequest
 from lst.modeling.backbones import load_backbone_weights
 from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
 from lst.modeling.mask_rcnn import build_model
-from lst.steps import require, step, training_dir
+from lst.modeling.roi_heads import set_classification
+from lst.steps import method_of, require, step, training_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     )
     work_dir = training_dir(cfg)
     train_cfg, model_cfg, seed, phase = cfg["train_base"], dict(cfg["model"]), cfg["seed"], cfg["phase"]
-    method = cfg["method"]
+    method = method_of(cfg)
     train_cfg = training_config(cfg, split_dir)  # a joint model's budget derived
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
     provenance: dict[str, Any] = {}
@@ -77,20 +79,19 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     else:
         log.info("no COCO checkpoint or backbone weights configured: the model trains from scratch")
     # the global stream (batch_size images per process per iteration), of which this rank takes its share
-    budget = (train_cfg["iterations"], train_cfg["batch_size"], context.world_size)
-    options = {"seed": seed, "flip_prob": train_cfg["flip_prob"]}
-    options["groups"] = aspect_groups(data.images) if train_cfg["aspect_grouping"] else None
-    if method["repeat_factor_sampling"]:
-        factors = repeat_factors(data.annotations, cfg["rfs_threshold"])
-        log.info("repeat-factor sampling: %.2f images per epoch per image on average", factors.mean())
-        stream = repeat_factor_stream(factors, *budget, **options)
-    else:
-        stream = uniform_stream(data.image_ids(), *budget, **options)
-    stream = rank_samples(stream, context.rank, context.world_size)
+    groups = aspect_groups(data.images) if train_cfg["aspect_grouping"] else None
+    request = StreamRequest(
+        load_phase_plan(split_dir), data.annotations, data.image_ids(), phase, train_cfg["iterations"],
+        train_cfg["batch_size"], context.world_size, seed, train_cfg["flip_prob"], groups,
+    )  # fmt: skip
+    stream = rank_samples(method.stream(request), context.rank, context.world_size)
     log.info(
         "%s (phases 0..%d): %d classes, %d training images",
-        method["name"], phase, len(data.category_ids), len(data.image_ids()),
+        method.name, phase, len(data.category_ids), len(data.image_ids()),
     )  # fmt: skip
+    classes = ClassInfo.of(request.plan, data.category_ids, len(data.image_ids()), 0, phase, seed)
+    classification = method.classification_loss(classes).to(context.device)
+    set_classification(model.roi_heads, classification)
     checkpoint = train(
         model,
         SampleStream(data, stream),
@@ -98,13 +99,14 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         work_dir,
         checkpoint_fields={
             "category_ids": data.category_ids.tolist(),
-            "config": {"model": model_cfg, "train": train_cfg, "method": method["name"], "phase": phase},
+            "config": {"model": model_cfg, "train": train_cfg, "method": method.name, "phase": phase},
             "meta": provenance,
             "fingerprint": file_digest(cfg["paths"]["init"], backbone_file),
         },
         seed=seed,
         hooks=training_hooks(cfg, train_cfg["eval_period"], work_dir),
         device=context.device,
+        method_state={"classification": classification},
     )
     if context.is_main:
         if cfg["paths"]["eval_curve"]:
