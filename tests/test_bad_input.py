@@ -397,15 +397,15 @@ CONFIG_CASES = {
     "amp_mode": ("train_base", "train_base.amp=fp32", "train_base.amp: 'fp32' is not one of off, bf16, fp16"),
     "amp_fp16_on_cpu": ("train_base", "train_base.amp=fp16", "train.amp: fp16 needs a CUDA device"),
     "joint_budget": ("train_base", "train_base.joint_budget=all", "train_base.joint_budget: 'all' is not one of"),
-    "batch_size": ("train_base", "train_base.batch_size=0", "train_base.batch_size: 0; a stream needs at least 1"),
+    "batch_size": ("train_base", "train_base.batch_size=0", "train_base.batch_size: 0 is out of range (allowed: >= 1)"),
     "backbone": ("train_base", "model.backbone=vgg16", "model.backbone: 'vgg16' is not one of small, resnet18_fpn"),
     "device": ("train_base", "device=tpu0", "device: 'tpu0' is not a device"),
     "phase_optimizer": ("train_phase", "train_phase.optimizer=sgdw", "train_phase.optimizer: 'sgdw' is not one of"),
-    "distill_groups": ("train_phase", "distill.group_images=0", "distill.group_images must be at least 1, got 0"),
+    "distill_groups": ("train_phase", "distill.group_images=0", "distill.group_images: 0 is out of range"),
     "meta_episode": ("train_meta", "meta.novel_per_episode=2", "meta.novel_per_episode: 2 novel classes per episode"),
-    "max_dets": ("evaluate", "eval.max_dets=0", "eval.max_dets: 0 is not a positive number of detections"),
+    "max_dets": ("evaluate", "eval.max_dets=0", "eval.max_dets: 0 is out of range (allowed: >= 1)"),
     "eval_amp": ("evaluate", "eval.amp=fp8", "eval.amp: 'fp8' is not one of"),
-    "check_workers": ("check_data", "check.workers=0", "check.workers: 0 threads"),
+    "check_workers": ("check_data", "check.workers=0", "check.workers: 0 is out of range (allowed: >= 1)"),
     "demo_spec": ("make_demo", "+demo.tail_instances=0", "demo: need 1 <= tail_instances <= head_instances"),
     "demo_field": ("make_demo", "+demo.colour=red", "demo.colour: not a field of lst.data.demo.DemoSpec"),
 }
@@ -467,3 +467,20 @@ def test_a_train_json_read_at_dag_build_is_refused_in_one_line(tmp_path, spoil, 
     lines = [line for line in result.stderr.splitlines() if line.startswith("lst: ")]
     assert len(lines) == 1 and lines[0].startswith(f"lst: {train}: {message}"), result.stderr
     assert not (root / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "step, override, message",
+    [
+        ("train_base", "train_base.lr=-0.01", "train_base.lr: -0.01 is out of range (allowed: >= 0)"),
+        ("train_phase", "train_phase.flip_prob=1.5", "train_phase.flip_prob: 1.5 is out of range (allowed: in [0, 1])"),
+        ("evaluate", "eval.score_thresh=-0.1", "eval.score_thresh: -0.1 is out of range (allowed: in [0, 1])"),
+        ("all", "model.anchor_sizes=[8,0,32]", "model.anchor_sizes[1]: 0 is out of range (allowed: > 0)"),
+    ],
+)  # fmt: skip
+def test_a_setting_out_of_range_stops_the_dag_build_in_one_line(tmp_path, step, override, message):
+    """Checked when the config is loaded (lst.conf.schema's ranges), before the DAG's first job."""
+    root = workflow_copy(tmp_path / "wf", preset="tiny", overrides={step: [override]})
+    result = run_snakemake(root, "-n", check=False)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lst: ")]
+    assert result.returncode == 1 and lines == [f"lst: {message}"], result.stderr

@@ -104,7 +104,9 @@ def test_metrics_and_summary(tiny_run):
     ]:
         with Image.open(results / png) as image:
             assert image.size == (columns * cell, 6 * cell + title), png
-    assert "wrote results/demo/plots/gallery.png: images [" in (results / "logs/gallery.log").read_text()
+    drawn = (results / "logs/gallery.log").read_text()
+    # each model's threshold, in the log and under its column's title
+    assert re.search(r"gallery.png \(phase 2\): finetune (score >= \d\.\d\d|no correct detection), lst ", drawn)
     # periodic evaluation is off in the tiny preset: every model has an empty curve
     for folder in ("base/phase0", "lst/phase0", "lst/phase2", "joint_rfs/phase2"):
         curve = pd.read_parquet(results / folder / "eval_curve.parquet")
@@ -115,6 +117,7 @@ def test_html_report(tiny_report):
     html = tiny_report.read_text(errors="replace")
     assert "forgetting.png" in html and "per_class_ap.png" in html and "eval_curve.png" in html
     assert "gallery.png" in html
+    assert "Galleries" in html and "predictions on val images of its phase" in html  # each model's, captioned
 
 
 def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):

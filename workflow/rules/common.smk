@@ -222,6 +222,14 @@ def step_overrides(step, method, phase, every_value=False):
     return args + config["overrides"].get("all", []) + config["overrides"].get(step, [])
 
 
+def check_step_configs():
+    """Each step's config composed now, for each method where it reads one: a bad value of ``overrides`` is one
+    line before any job (these are the compositions step_setting makes, cached)."""
+    for step in READS:
+        for method in [None, *(config["methods"] if covers(READS[step], "method") else [])]:
+            composed(tuple(step_overrides(step, method, None, every_value=True)))
+
+
 def step_setting(step, phase, wildcards, key):
     """``key=<value>``: the resolved value of setting ``key`` for a job of the step, as its command composes it.
 
@@ -235,7 +243,7 @@ def step_setting(step, phase, wildcards, key):
     return f"{key}={json.dumps(value, sort_keys=True)}"
 
 
-
+refused(check_step_configs)
 
 
 def step_command(rule, step, phase, logs, wildcards, input, output):

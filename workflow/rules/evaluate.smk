@@ -12,8 +12,13 @@ rule evaluate:
             "detections.parquet",
             "metrics.md",
         ),
-        # not a report() item: the report names its files by file name, and every model's is gallery.png
-        gallery=f"{RESULTS}/{{method}}/phase{{phase}}/eval/gallery.png",
+        # every model's is gallery.png: the report tells them apart by their labels
+        gallery=report(
+            f"{RESULTS}/{{method}}/phase{{phase}}/eval/gallery.png",
+            caption="../report/model_gallery.rst",
+            category="Galleries",
+            labels={"model": "{method}", "phase": "{phase}"},
+        ),
     log:
         f"{RESULTS}/logs/evaluate/{{method}}_phase{{phase}}.log",
     benchmark:

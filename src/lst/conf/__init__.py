@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lst.conf import schema
+from lst.conf.typed import check_ranges
 from lst.errors import ConfigError
 
 schema.register()
@@ -131,6 +132,8 @@ def compose(overrides: Sequence[str] = ()) -> dict[str, Any]:
     except (HydraException, OmegaConfBaseException) as error:
         raise config_error(error) from None
     _check_model_overrides(cfg)
+    check_ranges(values, schema.LstConfig)
+    check_ranges(values["model"], schema.SmallModelConfig, "model.")  # the small backbone's widths too
     return values
 
 

@@ -3,18 +3,21 @@
 The values live in the yaml files (``lst.yaml``, ``train/shared.yaml``, the groups ``model/``, ``method/`` and
 ``preset/``); these dataclasses only say what a key may hold. ``lst.yaml`` starts from :class:`LstConfig`
 (stored in Hydra's ConfigStore as ``schema``), so composing the config checks every yaml file and every
-override: a key that is not here, a value of the wrong type or a choice outside its ``Enum`` fails at
-composition, and ``lst.conf.config_error`` says so in one line naming the key. Torch-free.
+override: a key that is not here, a value of the wrong type, a choice outside its ``Enum`` or a number outside
+its range (``ranged``) fails at composition, and ``lst.conf.config_error`` says so in one line naming the key.
+Torch-free.
 
 A key added to a yaml file needs its field here. A choice (an ``Enum`` below) is named by its members'
 names; the code compares the composed strings (``OmegaConf.to_container(..., enum_to_str=True)``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
+
+from lst.conf.typed import above, at_least, between
 
 
 class Optimizer(Enum):
@@ -62,6 +65,12 @@ class Backbone(Enum):
     mobilenet_v2_fpn = "mobilenet_v2_fpn"
 
 
+def ranged(bounds: dict[str, Any]) -> Any:
+    """A key with a range (lst.conf.typed: ``at_least``, ``above``, ``between``), for each element of a list;
+    lst.conf.compose checks it."""
+    return field(default=MISSING, metadata=bounds)
+
+
 def choices(enum: type[Enum]) -> tuple[str, ...]:
     """The allowed values of a choice, in their order."""
     return tuple(member.name for member in enum)
@@ -87,25 +96,25 @@ class PhasesConfig:
 class TrainConfig:
     """A training phase's keys; their shared values: train/shared.yaml."""
 
-    iterations: int = MISSING
-    batch_size: int = MISSING
+    iterations: int = ranged(at_least(1))
+    batch_size: int = ranged(at_least(1))
     optimizer: Optimizer = MISSING
-    lr: float = MISSING
-    momentum: float = MISSING
-    weight_decay: float = MISSING
-    bias_lr_factor: float = MISSING
-    weight_decay_bias: float | None = MISSING
+    lr: float = ranged(at_least(0))
+    momentum: float = ranged(between(0, 1))
+    weight_decay: float = ranged(at_least(0))
+    bias_lr_factor: float = ranged(at_least(0))
+    weight_decay_bias: float | None = ranged(at_least(0))
     schedule: Schedule = MISSING
-    steps: list[int] = MISSING
-    gamma: float = MISSING
-    warmup_iters: int = MISSING
-    warmup_factor: float = MISSING
-    freeze_backbone_stages: int = MISSING
-    flip_prob: float = MISSING
-    checkpoint_period: int = MISSING
-    log_period: int = MISSING
-    eval_period: int = MISSING
-    num_workers: int = MISSING
+    steps: list[int] = ranged(at_least(0))
+    gamma: float = ranged(above(0))
+    warmup_iters: int = ranged(at_least(0))
+    warmup_factor: float = ranged(between(0, 1))
+    freeze_backbone_stages: int = ranged(between(0, 5))
+    flip_prob: float = ranged(between(0, 1))
+    checkpoint_period: int = ranged(at_least(1))
+    log_period: int = ranged(at_least(1))
+    eval_period: int = ranged(at_least(0))
+    num_workers: int = ranged(at_least(0))
     amp: Amp = MISSING
     channels_last: bool = MISSING
     aspect_grouping: bool = MISSING
@@ -125,32 +134,32 @@ class PhaseTrainConfig(TrainConfig):
 class ModelConfig:
     backbone: Backbone = MISSING
     backbone_weights: str | None = MISSING
-    fpn_channels: int = MISSING
+    fpn_channels: int = ranged(at_least(1))
     stride_in_1x1: bool = MISSING
-    min_size: int = MISSING
-    max_size: int = MISSING
+    min_size: int = ranged(at_least(1))
+    max_size: int = ranged(at_least(1))
     image_mean: list[float] = MISSING
-    image_std: list[float] = MISSING
-    anchor_sizes: list[int] = MISSING
-    aspect_ratios: list[float] = MISSING
-    rpn_pre_nms_top_n_train: int = MISSING
-    rpn_pre_nms_top_n_test: int = MISSING
-    rpn_post_nms_top_n_train: int = MISSING
-    rpn_post_nms_top_n_test: int = MISSING
-    rpn_batch_size_per_image: int = MISSING
-    representation_size: int = MISSING
-    mask_head_channels: int = MISSING
-    sampling_ratio: int = MISSING
-    cosine_scale: float = MISSING
+    image_std: list[float] = ranged(above(0))
+    anchor_sizes: list[int] = ranged(above(0))
+    aspect_ratios: list[float] = ranged(above(0))
+    rpn_pre_nms_top_n_train: int = ranged(at_least(1))
+    rpn_pre_nms_top_n_test: int = ranged(at_least(1))
+    rpn_post_nms_top_n_train: int = ranged(at_least(1))
+    rpn_post_nms_top_n_test: int = ranged(at_least(1))
+    rpn_batch_size_per_image: int = ranged(at_least(1))
+    representation_size: int = ranged(at_least(1))
+    mask_head_channels: int = ranged(at_least(1))
+    sampling_ratio: int = ranged(at_least(0))
+    cosine_scale: float = ranged(above(0))
     learn_scale: bool = MISSING
     regression_relu: bool = MISSING
-    box_score_thresh: float = MISSING
-    box_nms_thresh: float = MISSING
-    box_detections_per_img: int = MISSING
-    box_batch_size_per_image: int = MISSING
-    box_positive_fraction: float = MISSING
-    box_loss_beta: float = MISSING
-    target_fallback_positives: int = MISSING
+    box_score_thresh: float = ranged(between(0, 1))
+    box_nms_thresh: float = ranged(between(0, 1))
+    box_detections_per_img: int = ranged(at_least(1))
+    box_batch_size_per_image: int = ranged(at_least(1))
+    box_positive_fraction: float = ranged(between(0, 1))
+    box_loss_beta: float = ranged(at_least(0))
+    target_fallback_positives: int = ranged(at_least(0))
     mask_weight_transfer: bool = MISSING
     mask_mlp: bool = MISSING
     mask_transfer_detach: bool = MISSING
@@ -160,7 +169,7 @@ class ModelConfig:
 class SmallModelConfig(ModelConfig):
     """model/small.yaml: the small backbone's widths besides (stored as schema/model/small)."""
 
-    small_widths: list[int] = MISSING
+    small_widths: list[int] = ranged(at_least(1))
 
 
 @dataclass
@@ -178,33 +187,33 @@ class ReplayConfig:
     variant: ReplayVariant = MISSING
     quota_rounding: QuotaRounding = MISSING
     remainder: Remainder = MISSING
-    world_size: int = MISSING
+    world_size: int = ranged(at_least(1))
 
 
 @dataclass
 class DistillConfig:
-    weight: float = MISSING
-    group_images: int = MISSING
+    weight: float = ranged(at_least(0))
+    group_images: int = ranged(at_least(1))
 
 
 @dataclass
 class MetaConfig:
-    episodes: int = MISSING
-    novel_per_episode: int = MISSING
-    shots: int = MISSING
-    queries: int = MISSING
-    per_class: int = MISSING
-    lr: float = MISSING
-    scale: float = MISSING
+    episodes: int = ranged(at_least(1))
+    novel_per_episode: int = ranged(at_least(1))
+    shots: int = ranged(at_least(1))
+    queries: int = ranged(at_least(1))
+    per_class: int = ranged(at_least(1))
+    lr: float = ranged(at_least(0))
+    scale: float = ranged(above(0))
 
 
 @dataclass
 class EvalConfig:
-    score_thresh: float = MISSING
-    score_thresh_incremental: float = MISSING
-    max_dets: int = MISSING
+    score_thresh: float = ranged(between(0, 1))
+    score_thresh_incremental: float = ranged(between(0, 1))
+    max_dets: int = ranged(at_least(1))
     fixed_ap: bool = MISSING
-    batch_size: int = MISSING
+    batch_size: int = ranged(at_least(1))
     amp: Amp = MISSING
     channels_last: bool = MISSING
 
@@ -212,7 +221,7 @@ class EvalConfig:
 @dataclass
 class CheckConfig:
     decode_images: bool = MISSING
-    workers: int = MISSING
+    workers: int = ranged(at_least(1))
 
 
 @dataclass
@@ -251,8 +260,8 @@ class ReportModel:
 
 @dataclass
 class GalleryConfig:
-    images: int = MISSING
-    score_thresh: float = MISSING
+    images: int = ranged(at_least(1))
+    f1_images: int = ranged(at_least(1))
 
 
 @dataclass
@@ -263,8 +272,8 @@ class ReportConfig:
 
 @dataclass
 class LstConfig:
-    seed: int = MISSING
-    threads: int = MISSING
+    seed: int = ranged(at_least(0))
+    threads: int = ranged(at_least(1))
     device: str = MISSING
     dataset: DatasetConfig = MISSING
     phases: PhasesConfig = MISSING
@@ -273,7 +282,7 @@ class LstConfig:
     train_phase: PhaseTrainConfig = MISSING
     method: MethodConfig = MISSING
     method_dirs: list[str] = MISSING  # users' folders of method files and family modules
-    rfs_threshold: float = MISSING
+    rfs_threshold: float = ranged(between(0, 1))
     replay: ReplayConfig = MISSING
     distill: DistillConfig = MISSING
     meta: MetaConfig = MISSING

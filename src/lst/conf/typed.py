@@ -96,3 +96,18 @@ def _typed(key: str, value: Any, kind: Any) -> Any:
     if not isinstance(value, expected) or (kind is not bool and isinstance(value, bool)):
         raise ConfigError(f"{key}: {value!r} is not a {kind.__name__}")
     return float(value) if kind is float else value
+
+
+def check_ranges(values: Mapping[str, Any], cls: type, prefix: str = "") -> None:
+    """Each number of ``values`` (a composed config) within the range of its field of the dataclass ``cls``,
+    nested dataclasses and each element of a list included; else one line naming the key."""
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        key, value = f"{prefix}{item.name}", values.get(item.name)
+        if dataclasses.is_dataclass(hints[item.name]) and isinstance(value, Mapping):
+            check_ranges(value, hints[item.name], f"{key}.")
+        elif isinstance(value, list):
+            for index, element in enumerate(value):
+                check_range(f"{key}[{index}]", element, item.metadata.get(RANGE))
+        else:
+            check_range(key, value, item.metadata.get(RANGE))

@@ -1,7 +1,9 @@
 """Predictions drawn on images: the same val images, ground truth then each model's masks, side by side.
 
 The images are chosen from the data alone (``choose_images``), so every gallery of a phase shows the same
-ones: a model's own (``eval/gallery.png``) and the dataset's across methods (``plots/gallery.png``).
+ones: a model's own (``eval/gallery.png``) and the dataset's across methods (``plots/gallery.png``). Each
+model's detections are drawn from its own score threshold, the same rule for all (``f1_threshold``: its best
+F1 at box IoU 0.5 on the phase's val images), since losses calibrate their scores differently.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
+from torchvision.ops import box_iou  # noqa: E402
 from torchvision.transforms.functional import resize  # noqa: E402
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks  # noqa: E402
 
@@ -30,20 +33,20 @@ from lst.io import atomic_path  # noqa: E402
 
 PANEL = 256  # pixels of a panel's longer side
 CELL = 2.8  # inches of a grid cell (DPI pixels an inch), and of the row of column titles
-TITLE = 0.4
+TITLE = 0.6  # two lines: the model, its threshold
 DPI = 100
 GROUND_TRUTH = "ground truth"
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"  # shipped with matplotlib
+MATCH_IOU = 0.5  # a detection is correct at this box IoU with an unmatched object of its class
 
 
-def gallery_settings(settings: dict) -> tuple[int, float]:
-    """``report.gallery``'s number of images and score threshold, checked."""
-    images, score_thresh = settings["images"], settings["score_thresh"]
-    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-        raise ConfigError(f"report.gallery.images: {images!r} is not a number of images >= 1")
-    if isinstance(score_thresh, bool) or not isinstance(score_thresh, int | float) or not 0 <= score_thresh <= 1:
-        raise ConfigError(f"report.gallery.score_thresh: {score_thresh!r} is not a score in [0, 1]")
-    return images, float(score_thresh)
+def gallery_settings(settings: dict) -> tuple[int, int]:
+    """``report.gallery``'s number of images and of val images the thresholds are chosen on, checked."""
+    images, f1_images = settings["images"], settings["f1_images"]
+    for key, value in (("images", images), ("f1_images", f1_images)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"report.gallery.{key}: {value!r} is not a number of images >= 1")
+    return images, f1_images
 
 
 def draw_gallery(
@@ -52,24 +55,88 @@ def draw_gallery(
     detections: dict[str, pd.DataFrame | Path],
     settings: dict,
     path: str | os.PathLike,
-) -> list[int]:
+) -> dict[str, float]:
     """The gallery of ``data`` (a phase's val set; ``plan``: the phase plan) with a column per entry of
-    ``detections`` (a table, or a detections.parquet file: only the chosen images' rows are read) at ``path``.
-    ``settings``: ``report.gallery``. Returns the chosen image ids."""
-    count, score_thresh = gallery_settings(settings)
+    ``detections`` (a table, or a detections.parquet file: only the images used are read) at ``path``, each
+    drawn from its f1_threshold on the first ``report.gallery.f1_images`` val images (by id).
+    ``settings``: ``report.gallery``. Returns each model's threshold."""
+    count, f1_images = gallery_settings(settings)
     seen = plan[plan["category_id"].isin(data.category_ids)]
     image_ids = choose_images(data.annotations, seen, count)
-    chosen = {name: _rows_of(table, image_ids) for name, table in detections.items()}
+    f1_ids = sorted(int(i) for i in data.image_ids())[:f1_images]
+    thresholds = {name: f1_threshold(data, _rows_of(table, f1_ids, masks=False), f1_ids)
+                  for name, table in detections.items()}  # fmt: skip
+    chosen = {}
+    for name, table in detections.items():
+        rows = _rows_of(table, image_ids)
+        chosen[f"{name}\n{threshold_text(thresholds[name])}"] = rows[rows["score"] >= thresholds[name]]
     names = dict(zip(seen["category_id"].tolist(), seen["name"], strict=True))
-    write_gallery(data, chosen, names, image_ids, score_thresh, path)
-    return image_ids
+    write_gallery(data, chosen, names, image_ids, path)
+    return thresholds
 
 
-def _rows_of(detections: pd.DataFrame | Path, image_ids: list[int]) -> pd.DataFrame:
+def threshold_text(threshold: float) -> str:
+    """A column's caption of its threshold."""
+    return f"score >= {threshold:.2f}" if np.isfinite(threshold) else "no correct detection"
+
+
+def f1_threshold(data: DetectionData, detections: pd.DataFrame, image_ids: list[int]) -> float:
+    """The score from which ``detections`` (DETECTIONS rows) have their best F1 on ``image_ids`` of ``data``:
+    a detection is correct when its box has IoU >= MATCH_IOU with an object of its class not matched by a
+    higher score (COCO's greedy matching); counted are the classes an image is verified for (annotated or
+    negative, as LVIS counts them). Only the order of the scores matters: a model whose scores are another's
+    rescaled monotonically gets the same boxes. Infinite when no detection is correct."""
+    by_image = {int(i): rows for i, rows in detections.groupby("image_id", sort=False)}
+    scores, correct, objects = [], [], 0
+    for image_id in image_ids:
+        truth = data.annotations_of(image_id)
+        objects += len(truth)
+        found = by_image.get(int(image_id))
+        if found is None:
+            continue
+        negatives = data.images.loc[image_id, "neg_category_ids"]
+        verified = set(truth["category_id"].tolist()) | set(() if negatives is None else negatives.tolist())
+        found = found[found["category_id"].isin(verified)].sort_values("score", ascending=False, kind="stable")
+        scores.append(found["score"].to_numpy(np.float64))
+        correct.append(_matched(found, truth))
+    if not scores:
+        return float("inf")
+    scores, correct = np.concatenate(scores), np.concatenate(correct)
+    order = np.argsort(-scores, kind="stable")
+    hits = np.cumsum(correct[order])
+    f1 = 2 * hits / (np.arange(1, len(order) + 1) + objects)
+    best = int(np.argmax(f1))
+    return float(scores[order][best]) if f1[best] > 0 else float("inf")
+
+
+def _matched(found: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+    """Which of ``found`` (best score first) match an object of ``truth`` of their class, greedily."""
+    hit = np.zeros(len(found), bool)
+    if len(found) == 0 or len(truth) == 0:
+        return hit
+    iou = box_iou(_xyxy(found), _xyxy(truth)).numpy()
+    iou[found["category_id"].to_numpy()[:, None] != truth["category_id"].to_numpy()[None, :]] = 0
+    taken = np.zeros(len(truth), bool)
+    for index in range(len(found)):
+        candidates = np.where(taken, -1.0, iou[index])
+        best = int(np.argmax(candidates))
+        if candidates[best] >= MATCH_IOU:
+            taken[best] = hit[index] = True
+    return hit
+
+
+def _xyxy(rows: pd.DataFrame) -> torch.Tensor:
+    boxes = torch.tensor(rows[["x", "y", "w", "h"]].to_numpy(np.float64))
+    return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+
+
+def _rows_of(detections: pd.DataFrame | Path, image_ids: list[int], masks: bool = True) -> pd.DataFrame:
+    """The rows of ``image_ids``, their masks too with ``masks``."""
     if isinstance(detections, pd.DataFrame):
         return detections[detections["image_id"].isin(image_ids)]
     tables.read_arrow(detections, tables.DETECTIONS, columns=["image_id"])  # the schema, checked
-    return pq.read_table(detections, filters=[("image_id", "in", image_ids)]).to_pandas()
+    columns = None if masks else [name for name in tables.DETECTIONS.names if name != "rle_counts"]
+    return pq.read_table(detections, columns=columns, filters=[("image_id", "in", image_ids)]).to_pandas()
 
 
 def choose_images(annotations: pd.DataFrame, categories: pd.DataFrame, count: int) -> list[int]:
@@ -141,20 +208,18 @@ def write_gallery(
     detections: dict[str, pd.DataFrame],
     names: dict[int, str],
     image_ids: list[int],
-    score_thresh: float,
     path: str | os.PathLike,
 ) -> None:
     """A grid of ``image_ids`` (rows) by ground truth and each model of ``detections`` (columns, titled by
-    its key): the detections scoring at least ``score_thresh``, at most as many as the image's objects + 5."""
+    its key): its detections, at most as many as the image's objects + 5 (the best)."""
     columns = [GROUND_TRUTH, *detections]
-    kept = {name: table[table["score"] >= score_thresh] for name, table in detections.items()}
     rows = []
     for image_id in image_ids:
         row = data.images.loc[image_id]
         image = (load_image(data.image_root / row["file_name"]) * 255).round().to(torch.uint8)
         limit = len(data.annotations_of(image_id)) + 5  # a readable panel: the best few, not 300
         row_panels = [ground_truth_panel(data, image_id, image, names)]
-        for table in kept.values():
+        for table in detections.values():
             found = table[table["image_id"] == image_id].nlargest(limit, "score")
             row_panels.append(detections_panel(found, image, names))
         rows.append(row_panels)

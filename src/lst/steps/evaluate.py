@@ -20,7 +20,7 @@ from lst.methods import ClassInfo
 from lst.modeling.checkpoint import load_checkpoint
 from lst.modeling.mask_rcnn import build_model
 from lst.modeling.roi_heads import set_classification
-from lst.reporting.gallery import draw_gallery, gallery_settings
+from lst.reporting.gallery import draw_gallery, gallery_settings, threshold_text
 from lst.reporting.report import model_markdown
 from lst.steps import method_of, require, step
 
@@ -78,8 +78,9 @@ def main(cfg: dict[str, Any]) -> None:
         rule = f"at most {eval_cfg['max_dets']} detections per image"
     title = f"{cfg['method']['name']}, phase {phase}: {len(data.image_ids())} val images, {len(seen)} classes, {rule}"
     write_text_atomic(out_dir / "metrics.md", model_markdown(metrics, per_class_table, title))
-    draw_gallery(data, plan, {f"{cfg['method']['name']} phase {phase}": detections}, cfg["report"]["gallery"], gallery)
-    log.info("wrote %s and %s", out_dir, gallery)
+    name = f"{cfg['method']['name']} phase {phase}"
+    (threshold,) = draw_gallery(data, plan, {name: detections}, cfg["report"]["gallery"], gallery).values()
+    log.info("wrote %s and %s (drawn: %s)", out_dir, gallery, threshold_text(threshold))
 
 
 if __name__ == "__main__":

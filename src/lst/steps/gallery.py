@@ -8,7 +8,7 @@ from typing import Any
 
 from lst.data.phase_data import load_phase_plan, phase_data
 from lst.errors import ConfigError
-from lst.reporting.gallery import draw_gallery, gallery_settings
+from lst.reporting.gallery import draw_gallery, gallery_settings, threshold_text
 from lst.steps import require, step
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ def main(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"paths.detections: {len(files)} files for the {len(columns)} models of phase {phase}")
     data = phase_data(data_dir, split_dir, phase, "val", image_root, with_masks=False)
     detections = {name: Path(path) for name, path in zip(columns, files, strict=True)}
-    image_ids = draw_gallery(data, load_phase_plan(split_dir), detections, cfg["report"]["gallery"], gallery)
-    log.info("wrote %s: images %s, phase %d", gallery, image_ids, phase)
+    thresholds = draw_gallery(data, load_phase_plan(split_dir), detections, cfg["report"]["gallery"], gallery)
+    drawn = ", ".join(f"{name} {threshold_text(value)}" for name, value in thresholds.items())
+    log.info("wrote %s (phase %d): %s", gallery, phase, drawn)
 
 
 if __name__ == "__main__":
