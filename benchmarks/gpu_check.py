@@ -24,6 +24,8 @@ loading included. The evaluation pass is ``lst.evaluation.inference.detect`` (th
 300 detections per image: the most work). Images are random noise with 3-12 elliptic polygons of 16 px
 to half the image side each. ``--budget`` guards the whole check's time: a run that reaches the guard
 stops (its figure is then over fewer iterations) and the runs after it are skipped; the table says so.
+Last, the RoI classification losses of lst.losses at LVIS size (``benchmarks/losses.py``): forward + backward
+time and peak memory against cross-entropy, and their share of lst's training step (amp off).
 ``--smoke`` runs the same code on the CPU: tiny images, the small demo model, 2 iterations per run.
 """
 
@@ -44,6 +46,7 @@ import pandas as pd
 import torch
 import torchvision
 import yaml
+from losses import loss_figures, loss_lines
 from PIL import Image
 from train_throughput import CONF, fresh_model, train_cfg
 
@@ -292,7 +295,7 @@ def ratios(training: dict[tuple[str, str, str], Figures]) -> list[str]:
     return lines
 
 
-def report(cfg: dict, setup: Setup, training: dict, evals: dict, seconds: float) -> str:
+def report(cfg: dict, setup: Setup, training: dict, evals: dict, losses: dict, seconds: float) -> str:
     lines = [
         HEADER,
         "",
@@ -319,6 +322,16 @@ def report(cfg: dict, setup: Setup, training: dict, evals: dict, seconds: float)
     for amp, (figures, per_image) in evals.items():
         lines.append(f"| {amp} | {number(figures.images_per_s)} | {number(per_image, 0)} | "
                      f"{number(figures.peak_gib, 1)} | {figures.note} |")  # fmt: skip
+    rate = training[AMP_MODES[0], "lst", "lst"].images_per_s
+    step_seconds = cfg["batch_size"] / rate if rate else None
+    lines += [
+        "",
+        f"The RoI classification losses (`benchmarks/losses.py`, R = {cfg['loss_rois']} RoIs, "
+        f"C = {cfg['loss_classes']} classes; the share is of lst's step, amp off, batch {cfg['batch_size']}, "
+        f"which samples {512 * cfg['batch_size']} RoIs: an upper bound where R is more):",
+        "",
+    ]
+    lines += loss_lines(losses, step_seconds)
     lines += ["", f"Whole check: {seconds:.0f} s (time guard {cfg['budget']:.0f} s)."]
     return "\n".join(lines) + "\n"
 
@@ -340,11 +353,12 @@ def replace_section(path: Path, section: str) -> None:
 
 FULL = dict(
     device="cuda", model="resnet50_fpn", height=800, width=1333, batch_size=8, warmup=5, iterations=20, images=16,
-    classes=270, workers=4, eval_images=8, eval_batch=2, eval_reserve=90.0, budget=450.0,
+    classes=270, workers=4, eval_images=8, eval_batch=2, eval_reserve=90.0, budget=450.0, loss_rois=8192,
+    loss_classes=1203,
 )  # fmt: skip
 SMOKE = dict(
     device="cpu", model="small", height=96, width=128, batch_size=2, warmup=1, iterations=1, images=4, classes=3,
-    workers=0, eval_images=2, eval_batch=2, eval_reserve=0.0, budget=600.0,
+    workers=0, eval_images=2, eval_batch=2, eval_reserve=0.0, budget=600.0, loss_rois=64, loss_classes=5,
 )  # fmt: skip
 
 
@@ -391,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
             training[amp, loop, which] = timed_run(setup, amp, loop, which)
             print(f"trained: {LOOPS[loop]}, {which} model, amp {amp}: {training[amp, loop, which]}", flush=True)
         evals = {amp: evaluation(setup, tables, amp, cfg["eval_images"], cfg["eval_batch"]) for amp in AMP_MODES}
-    text = report(cfg, setup, training, evals, time.monotonic() - started)
+    losses = loss_figures(cfg["loss_rois"], cfg["loss_classes"], 5, setup.device)
+    text = report(cfg, setup, training, evals, losses, time.monotonic() - started)
     print(text, end="")
     if args.out:
         replace_section(args.out, text)

@@ -70,10 +70,13 @@ def files_under(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """The whole DAG on the embedded dataset with the tiny preset (about 3 minutes on 2 cores): the workflow
-    copy's root and snakemake's result. One run per session, shared by the end-to-end tests."""
+    """The whole DAG on the embedded dataset with the tiny preset (about 4 minutes on 2 cores): the workflow
+    copy's root and snakemake's result. One run per session, shared by the end-to-end tests. lst_seesaw: a
+    long-tail loss with its own base model and an extra logit, through distillation and growth."""
     root = workflow_copy(
-        tmp_path_factory.mktemp("tiny"), preset="tiny", methods=["finetune", "lst", "lst_meta", "joint_rfs"]
+        tmp_path_factory.mktemp("tiny"),
+        preset="tiny",
+        methods=["finetune", "lst", "lst_meta", "joint_rfs", "lst_seesaw"],
     )
     result = run_snakemake(root)
     return root, result

@@ -218,9 +218,9 @@ def test_impossible_phases_are_refused(dataset, tmp_path, capfd, name):
         ("replay.variant=rand_balanced", "replay.variant: 'rand_balanced' is not one of cycle, with_replacement"),
         ("replay.quota_rounding=nearest", "replay.quota_rounding: 'nearest' is not one of half_even, half_up"),
         ("replay.remainder=shuffled", "replay.remainder: 'shuffled' is not one of last_epoch_unshuffled"),
-        ("replay.world_size=0", "replay.world_size: 0; the stream is for at least 1 training process"),
-        ("train_phase.iterations=0", "train_phase.iterations: 0; a stream needs at least 1"),
-        ("train_phase.flip_prob=2", "train_phase.flip_prob: 2.0 is not a probability"),  # a float key
+        ("replay.world_size=0", "replay.world_size: 0 is out of range (allowed: >= 1)"),
+        ("train_phase.iterations=0", "train_phase.iterations: 0 is out of range (allowed: >= 1)"),
+        ("train_phase.flip_prob=2", "train_phase.flip_prob: 2.0 is out of range (allowed: in [0, 1])"),  # a float key
         ("phase=3", "phase: phase 3 has no classes"),
     ],
 )

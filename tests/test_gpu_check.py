@@ -39,6 +39,7 @@ def test_smoke_run_replaces_the_gpu_section_with_its_figures(tmp_path):
     section = text[len(BEFORE) : -len(AFTER) - 1]
     assert section in done.stdout  # the figures written are the figures printed
 
+    section, _, loss_table = section.partition("The RoI classification losses")
     training = {(row[0], row[1], row[2]): row for row in table_rows(section, 6)}
     assert len(training) == 7
     for (*_, amp), row in training.items():
@@ -52,7 +53,12 @@ def test_smoke_run_replaces_the_gpu_section_with_its_figures(tmp_path):
     for amp in ("off", "bf16"):
         assert float(evaluation[amp][1]) > 0 and 0 < int(evaluation[amp][2]) <= 300
     assert re.search(r"lst / bare, amp off: \d+\.\d{3}\n", section)
-    assert re.search(r"Whole check: \d+ s \(time guard 600 s\)", section)
+    losses = {row[0]: row for row in table_rows(loss_table, 7) if row[0] != "loss"}
+    assert set(losses) == {"cross_entropy", "eql", "eqlv2", "seesaw", "federated"}
+    for row in losses.values():  # ms, time ratio, saved MiB, memory ratio, no GPU peak, share of the step
+        assert float(row[1]) > 0 and float(row[3]) >= 0 and row[5] == "-" and row[6].endswith("%"), row
+    assert losses["cross_entropy"][2] == losses["cross_entropy"][4] == "1.00"
+    assert re.search(r"Whole check: \d+ s \(time guard 600 s\)", loss_table)
 
 
 def test_a_missing_section_is_appended_and_nothing_else_changes(tmp_path, monkeypatch):

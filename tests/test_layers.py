@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = {
     "errors": 0,
     "io": 1, "conf": 1, "testing": 1,
-    "data": 2,
+    "data": 2, "losses": 2,
     "modeling": 3,
     "engine": 4,
     "methods": 5, "evaluation": 5,
@@ -76,12 +76,14 @@ def test_every_module_is_in_a_layer_and_no_flat_module_remains():
 def test_library_package_inits_import_nothing():
     """A library package's ``__init__`` re-exports nothing: importing lst.data loads only lst.data (torch-free).
     (lst.steps' ``__init__`` is the steps' shared runner; lst.conf's lists the method files; lst.methods' is the
-    methods' API, Method and load_method, from its torch-free modules: test_torch_free.py imports it.)"""
+    methods' API, Method and load_method, from its torch-free modules, and lst.losses' torch-free
+    classification_loss: test_torch_free.py imports it.)"""
     for package in ("data", "modeling", "engine", "evaluation", "reporting", "cli"):
         init = SRC / "lst" / package / "__init__.py"
         assert _imported(ast.parse(init.read_text())) == [], init
     methods_init = SRC / "lst" / "methods" / "__init__.py"
     assert {name for _, name in _imported(ast.parse(methods_init.read_text()))} == {
+        "lst.losses",
         "lst.methods.method",
         "lst.methods.registry",
     }

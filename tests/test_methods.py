@@ -1,6 +1,7 @@
 """Methods as plug-ins (lst.methods): typed settings checked at load, families found in lst.methods or a user's
 folder, the online teacher, and docs/extending.md's method of your own run through the DAG as written."""
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from enum import Enum
@@ -82,6 +83,7 @@ class Mine(Finetune):
     """Fine-tuning, as a family of a user's folder."""
 '''
 VARIANT = "method:\n  name: mine\n  family: mine\n  settings: {}\n"
+DEFAULT_LOSS_AND_BASE = {"loss": {"name": "cross_entropy", "settings": {}}, "base": "base"}  # a file without them
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def user_dir(tmp_path) -> Path:
 
 def test_a_users_folder_adds_methods(user_dir):
     config = lst.conf.compose(["method=mine", f"method_dirs=[{user_dir}]"])
-    assert config["method"] == {"name": "mine", "family": "mine", "settings": {}}
+    assert config["method"] == {"name": "mine", "family": "mine", "settings": {}, **DEFAULT_LOSS_AND_BASE}
     assert "mine" in lst.conf.methods([user_dir])
     method = load_method(config["method"], [user_dir])
     assert type(method).__name__ == "Mine" and method.kind is Kind.incremental
@@ -154,6 +156,10 @@ class Mine(Finetune):
          "method.settings.gamma: -1.0 is out of range (allowed: >= 0)"),
         ("mine", {"mine.py": "from lst.methods.finetune import Finetune\nclass Mine(Finetune)\n"},
          "my_methods/mine.py: does not import (line 2): SyntaxError"),
+        ("mine", {"mine.yaml": VARIANT + "  loss: {name: seasaw}\n"},
+         "method.loss.name: 'seasaw' is not a loss of lst.losses (cross_entropy, eql, eqlv2, seesaw, federated)"),
+        ("mine", {"mine.yaml": VARIANT + "  base: lst\n"},
+         "method.base of mine: 'lst' is a method of kind incremental; a base model is trained as a joint model is"),
     ],
 )  # fmt: skip
 def test_a_bad_method_stops_the_dag_build_in_one_line(tmp_path, methods, files, message):
@@ -217,17 +223,17 @@ class FeatureDistill(Finetune):
 """
 
 
-def test_an_online_teacher_runs_frozen_on_the_students_batch_and_resumes(dataset, split_dir, tmp_path):
-    import sys
-
+def user_method_phase(dataset, split_dir, tmp_path, method: str, files: dict[str, str]):
+    """A user's ``method`` (its ``files`` in a folder of method_dirs) ready for a phase 1 of 4 iterations on a
+    base model: ``phase(name)`` trains it into ``tmp_path / name`` and gives its weights ({} if it failed)."""
     folder = tmp_path / "methods"
     folder.mkdir()
-    (folder / "feature_distill.py").write_text(ONLINE)
-    (folder / "feature_distill.yaml").write_text(VARIANT.replace("mine", "feature_distill"))
+    for name, text in files.items():
+        (folder / name).write_text(text)
     assert train_base(dataset, split_dir, tmp_path / "base") == 0
     common = [
         f"paths.data_dir={dataset['data_dir']}", f"paths.split_dir={split_dir}", "phase=1", "device=cpu",
-        f"dataset.image_root={dataset['image_root']}", "method=feature_distill", f"method_dirs=[{folder}]",
+        f"dataset.image_root={dataset['image_root']}", f"method={method}", f"method_dirs=[{folder}]",
         "train_phase.iterations=4", "train_phase.batch_size=1", "train_phase.checkpoint_period=2",
         f"paths.previous={tmp_path / 'base/model.pt'}", f"paths.replay={tmp_path / 'replay.parquet'}",
     ]  # fmt: skip
@@ -238,6 +244,14 @@ def test_an_online_teacher_runs_frozen_on_the_students_batch_and_resumes(dataset
         code = run_step("train_phase", *common, *out)
         return torch.load(tmp_path / name / "model.pt", weights_only=True)["model"] if code == 0 else {}
 
+    return phase
+
+
+def test_an_online_teacher_runs_frozen_on_the_students_batch_and_resumes(dataset, split_dir, tmp_path):
+    import sys
+
+    files = {"feature_distill.py": ONLINE, "feature_distill.yaml": VARIANT.replace("mine", "feature_distill")}
+    phase = user_method_phase(dataset, split_dir, tmp_path, "feature_distill", files)
     straight = phase("straight")
     calls = sys.modules["lst_user_methods.feature_distill"].CALLS
     assert len(calls) == 4
@@ -284,3 +298,76 @@ def test_the_documented_method_of_your_own_runs_and_changes_the_weights(tmp_path
     variant.write_text(variant.read_text().replace("gamma: 2.0", "gamma: -1.0"))
     bad = run_snakemake(root, "-n", *command[1:], check=False)
     assert bad.returncode != 0 and "method.settings.gamma: -1.0 is out of range (allowed: >= 0)" in bad.stderr
+
+
+SEESAW_META = (
+    "method:\n  name: mine\n  family: lst\n  settings: {meta: true}\n  loss: {name: seesaw}\n  base: base_seesaw\n"
+)
+
+
+def test_one_base_model_per_distinct_base_shared_by_the_methods_naming_it(tmp_path):
+    root = workflow_copy(tmp_path / "wf", preset="tiny", methods=["lst", "lst_seesaw", "lst_eqlv2", "mine"],
+                         method_dirs=["my_methods"])  # fmt: skip
+    (root / "my_methods").mkdir()
+    (root / "my_methods" / "mine.yaml").write_text(SEESAW_META)
+    jobs = dry_run_blocks(run_snakemake(root, "-n").stdout)
+    trained = sorted(job["wildcards"] for job in jobs if job["rule"] == "train_base")
+    assert trained == ["method=base", "method=base_eqlv2", "method=base_seesaw"]  # three bases, each once
+    linked = {job["output"]: job["input"] for job in jobs if job["rule"] == "link_base"}
+    for method, base in [("lst", "base"), ("lst_seesaw", "base_seesaw"), ("lst_eqlv2", "base_eqlv2"),
+                         ("mine", "base_seesaw")]:  # fmt: skip
+        assert linked[f"results/demo/{method}/phase0/model.pt"] == f"results/demo/{base}/phase0/model.pt"
+    # the meta-module of mine's base; mine's phases train from it
+    assert [job["wildcards"] for job in jobs if job["rule"] == "train_meta"] == ["method=base_seesaw"]
+    phase1 = next(job for job in jobs if job["rule"] == "train_phase" and "mine/phase1" in job["output"])
+    assert "results/demo/base_seesaw/phase0/meta.pt" in phase1["input"]
+
+
+def dry_run_blocks(dry: str) -> list[dict[str, str]]:
+    """The jobs of ``snakemake -n``'s output: rule, input, output and wildcards, as printed."""
+    jobs = []
+    for block in re.split(r"\n\[\w{3} \w{3} .+\]\n", dry):  # each job's lines follow its date
+        lines = block.strip().splitlines()
+        if lines and re.fullmatch(r"(local)?rule \w+:", lines[0]):
+            fields = dict(line.strip().split(": ", 1) for line in lines[1:] if ": " in line)
+            jobs.append({"rule": lines[0].split()[-1].rstrip(":"), **fields})
+    return jobs
+
+
+CRASHING = """\
+from lst.methods.finetune import Finetune
+
+CALLS = [0]
+CRASH_AT = [0]
+
+
+class Crashing(Finetune):
+    def teacher_terms(self, phase):
+        def terms(forward):
+            CALLS[0] += 1
+            if CALLS[0] == CRASH_AT[0]:
+                raise KeyboardInterrupt
+            return {}
+
+        return terms
+"""
+
+
+@pytest.mark.parametrize("loss", ["eqlv2", "{name: federated, settings: {num_classes_sampled: 3}}"])  # draws 1
+def test_a_stateful_loss_resumes_to_bit_identical_weights(dataset, split_dir, tmp_path, loss):
+    """EQLv2's statistics and the federated loss's generator live in last.pt: a killed run ends as a straight one."""
+    import sys
+
+    loss = loss if loss.startswith("{") else f"{{name: {loss}}}"
+    files = {"crashing.py": CRASHING, "crashing.yaml": VARIANT.replace("mine", "crashing") + f"  loss: {loss}\n"}
+    phase = user_method_phase(dataset, split_dir, tmp_path, "crashing", files)
+    straight = phase("straight")
+    module = sys.modules["lst_user_methods.crashing"]
+    module.CRASH_AT[0] = module.CALLS[0] + 4  # in iteration 4, after the checkpoint of iteration 2
+    with pytest.raises(KeyboardInterrupt):
+        phase("resumed")
+    saved = torch.load(tmp_path / "resumed/train/last.pt", weights_only=True)["method_state"]["classification"]
+    assert saved, "the loss's state is not in the checkpoint"
+    module.CRASH_AT[0] = 0
+    resumed = phase("resumed")
+    assert straight and all(torch.equal(value, resumed[key]) for key, value in straight.items())

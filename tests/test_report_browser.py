@@ -80,7 +80,7 @@ def test_the_front_page_shows_the_ablation(rendered):
     ablation = rendered["tables"][0]  # as summary.md's first table: mask AP (%) of each method after each phase
     assert ablation[0] == ["method", "phase 0", "phase 1", "phase 2"]
     rows = {row[0]: row[1:] for row in ablation[1:]}
-    assert set(rows) == {"finetune", "lst", "lst_meta", "joint_rfs"}
+    assert set(rows) == {"finetune", "lst", "lst_meta", "joint_rfs", "lst_seesaw"}
     summary = rendered["summary"].splitlines()
     for method, cells in rows.items():
         assert f"| {method} | {' | '.join(cells)} |" in summary, method  # the same numbers as summary.md

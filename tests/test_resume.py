@@ -30,7 +30,7 @@ def test_sigkill_then_rerun_resumes_to_identical_weights(tmp_path):
 
     run_snakemake(killed, "--unlock")
     run_snakemake(killed, TARGET)
-    log = (killed / "results/demo/logs/train_base.log").read_text()
+    log = (killed / "results/demo/logs/train_base/base.log").read_text()
     assert "resuming from results/demo/base/phase0/train/last.pt at iteration" in log
     resumed_at = int(log.split("at iteration ")[1].split()[0])
     assert 10 <= resumed_at < 40

@@ -54,14 +54,31 @@ def test_the_methods_are_the_files_and_their_families_say_what_they_are(method_d
     assert list(blocks)[0] == "base"
     methods = {name: load_method(block) for name, block in blocks.items()}
     assert {name for name, m in methods.items() if m.kind is Kind.incremental} == {
-        "finetune", "replay", "distill", "lst", "lst_meta"
+        "finetune", "replay", "distill", "lst", "lst_meta", "lst_eqlv2", "lst_seesaw"
     }  # fmt: skip
-    assert {name for name, m in methods.items() if m.kind is Kind.joint} == {"base", "joint", "joint_rfs"}
-    assert {name for name, m in methods.items() if TEACHER_LOGITS in m.phase_inputs()} == {"distill", "lst", "lst_meta"}
+    assert {name for name, m in methods.items() if m.kind is Kind.joint} == {
+        "base", "base_eqlv2", "base_seesaw", "joint", "joint_rfs", "joint_eql", "joint_eqlv2", "joint_seesaw",
+        "joint_seesaw_rfs", "joint_seesaw_cos20", "joint_federated"
+    }  # fmt: skip
+    assert {name for name, m in methods.items() if TEACHER_LOGITS in m.phase_inputs()} == {
+        "distill", "lst", "lst_meta", "lst_eqlv2", "lst_seesaw"
+    }  # fmt: skip
     assert [name for name, m in methods.items() if META in m.phase_inputs()] == ["lst_meta"]
-    assert [name for name, m in methods.items() if getattr(m.settings, "repeat_factor_sampling", False)] == [
-        "joint_rfs"
-    ]
+    assert {name for name, m in methods.items() if getattr(m.settings, "repeat_factor_sampling", False)} == {
+        "joint_rfs", "joint_seesaw_rfs"
+    }  # fmt: skip
+    # the loss is a setting of any family; an incremental method with a loss of its own has a base trained with it
+    losses = {name: m.loss.name for name, m in methods.items() if m.loss.name != "cross_entropy"}
+    assert losses == {
+        "base_eqlv2": "eqlv2", "base_seesaw": "seesaw", "joint_eql": "eql", "joint_eqlv2": "eqlv2",
+        "joint_seesaw": "seesaw", "joint_seesaw_rfs": "seesaw", "joint_seesaw_cos20": "seesaw",
+        "joint_federated": "federated", "lst_eqlv2": "eqlv2", "lst_seesaw": "seesaw",
+    }  # fmt: skip
+    bases = {name: m.base for name, m in methods.items() if m.kind is Kind.incremental}
+    assert all(methods[bases[name]].loss == methods[name].loss for name in bases)
+    assert {name for name, m in methods.items() if m.extra_logits()} == {
+        n for n, loss in losses.items() if loss == "seesaw"
+    }
     # a variant is a file of settings: lst_meta is lst with meta
     assert type(methods["lst_meta"]) is type(methods["lst"]) and methods["lst_meta"].settings.meta
     text = (method_dir / "lst.yaml").read_text()
@@ -75,7 +92,7 @@ def test_the_methods_are_the_files_and_their_families_say_what_they_are(method_d
         (("name: lst2", "name: lst"), "method.name is 'lst', not its file name 'lst2'"),
         (
             ("  family: lst\n", ""),
-            "a method block has the keys name, family, settings (missing ['family'], unknown [])",
+            "the keys name, family, settings, optionally loss, base (missing ['family'], unknown [])",
         ),
         (("settings: {}", "settings: {}\n  kind: incremental"), "(missing [], unknown ['kind'])"),
         (("settings: {}", "settings: [meta]"), "method.settings is ['meta'], not a mapping of settings"),

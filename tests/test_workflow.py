@@ -58,6 +58,16 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
             assert "| AP |" in tables_md and "| <10 |" in tables_md and tables_md.count("\n| ") >= 12 + 6 * phase
     logits = pq.read_table(results / "lst" / "phase1" / "teacher_logits.parquet")
     assert logits.schema.field("logits").type.list_size == 1 + 12
+    # lst_seesaw: its own base model, trained with Seesaw; the objectness logit kept last as the phases grow,
+    # and left out of the distilled scores
+    seesaw = results / "lst_seesaw"
+    assert (seesaw / "phase0" / "model.pt").resolve() == (results / "base_seesaw/phase0/model.pt").resolve()
+    for phase in (0, 1, 2):
+        checkpoint = torch.load(seesaw / f"phase{phase}" / "model.pt", weights_only=True)
+        rows = checkpoint["model"]["roi_heads.box_predictor.cls_score.weight"]
+        assert len(rows) == 1 + 12 + 6 * phase + 1 and checkpoint["config"]["model"]["extra_logits"] == 1
+    logits = pq.read_table(seesaw / "phase1" / "teacher_logits.parquet")
+    assert logits.schema.field("logits").type.list_size == 1 + 12
     assert set(logits.column("flip").to_pylist()) == {False, True}
     assert not (results / "finetune" / "phase1" / "teacher_logits.parquet").exists()
     # the joint baseline learns every class at once, with no incremental phases
@@ -88,17 +98,22 @@ def test_metrics_and_summary(tiny_run):
         assert METRICS | {"AP_phase0", "AP_phase1", "AP_phase2"} <= names
     summary = pd.read_parquet(results / "summary.parquet")
     pairs = set(zip(summary["method"], summary["phase"], strict=True))
-    incremental = {(m, k) for m in ("finetune", "lst", "lst_meta") for k in (1, 2)}
-    assert pairs == {("base", 0), ("joint_rfs", 2)} | incremental
+    incremental = {(m, k) for m in ("finetune", "lst", "lst_meta", "lst_seesaw") for k in (1, 2)}
+    assert pairs == {("base", 0), ("base_seesaw", 0), ("joint_rfs", 2)} | incremental
     table = (results / "summary.md").read_text()
     assert "| finetune |" in table and "| lst |" in table and "| joint_rfs |" in table
+    # each incremental method's phase 0 is its own base model's AP
+    base_ap = summary[(summary["iou_type"] == "segm") & (summary["metric"] == "AP")].set_index("method")["value"]
+    for method, base in (("lst", "base"), ("lst_seesaw", "base_seesaw")):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
+        assert row.split(" | ")[1] == f"{100 * base_ap[base]:.1f}", row
     for plot in ("forgetting.png", "per_class_ap.png", "eval_curve.png"):
         assert (results / "plots" / plot).read_bytes().startswith(b"\x89PNG")
     # the galleries: a row per chosen val image, the ground truth and a column per model of the last phase
     # (plots/), or the model itself (eval/ of each model)
     cell, title = round(gallery.CELL * gallery.DPI), round(gallery.TITLE * gallery.DPI)
     for png, columns in [
-        ("plots/gallery.png", 5),
+        ("plots/gallery.png", 6),
         ("lst/phase2/eval/gallery.png", 2),
         ("lst/phase0/eval/gallery.png", 2),
     ]:

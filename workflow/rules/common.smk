@@ -97,6 +97,24 @@ INCREMENTAL = [name for name, method in METHODS.items() if method.kind is lst.me
 JOINT = [name for name, method in METHODS.items() if method.kind is lst.methods.Kind.joint]
 
 
+def base_methods():
+    """The phase-0 models: the shared base and each distinct ``method.base`` of the incremental methods, each
+    a method file of a joint family, trained on the base classes; methods naming the same file share it."""
+    names = dict.fromkeys([BASE, *(METHODS[name].base for name in INCREMENTAL)])
+    bases = {name: load_configured_method(name) for name in names}
+    for name, method in bases.items():
+        if method.kind is not lst.methods.Kind.joint:
+            users = [m for m in INCREMENTAL if METHODS[m].base == name]
+            raise lst.errors.ConfigError(
+                f"method.base of {', '.join(users)}: {name!r} is a method of kind {method.kind.value}; "
+                "a base model is trained as a joint model is (a method file of a joint family)"
+            )
+    return bases
+
+
+BASES = refused(base_methods)
+
+
 def one_of(names):
     """A wildcard constraint matching exactly ``names``; none at all when empty (an empty one matches anything)."""
     return "|".join(names) or "(?!)"
@@ -139,8 +157,8 @@ DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "ca
 CHECKED = f"{RESULTS}/data/check.md"
 SPLIT = multiext(f"{RESULTS}/split/", "categories.parquet", "images.parquet", "phases.parquet", "phases.md")
 
-# The models of the report: the base model, every phase of the incremental methods, the joint ones' last
-REPORTED = [(BASE, 0)] + [
+# The models of the report: the base models, every phase of the incremental methods, the joint ones' last
+REPORTED = [(base, 0) for base in BASES] + [
     (method, phase)
     for method in config["methods"]
     for phase in ([K] if method in JOINT else range(1, K + 1))
@@ -160,8 +178,15 @@ BASE_LINKS = [
 ]
 
 
+def base_of(method):
+    """The phase-0 model ``method`` starts from (results/<dataset>/<base>/phase0); a base model's is itself."""
+    return METHODS[method].base if method in METHODS else method if method in BASES else BASE
+
+
 def model_path(method, phase):
-    return f"{RESULTS}/{BASE}/phase0/model.pt" if int(phase) == 0 else f"{RESULTS}/{method}/phase{phase}/model.pt"
+    if int(phase) == 0:
+        return f"{RESULTS}/{base_of(method)}/phase0/model.pt"
+    return f"{RESULTS}/{method}/phase{phase}/model.pt"
 
 
 def train_phase_inputs(wildcards):
@@ -172,7 +197,7 @@ def train_phase_inputs(wildcards):
     }
     made = {
         lst.methods.TEACHER_LOGITS: f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/teacher_logits.parquet",
-        lst.methods.META: f"{RESULTS}/{BASE}/phase0/meta.pt",
+        lst.methods.META: f"{RESULTS}/{base_of(wildcards.method)}/phase0/meta.pt",
     }
     return inputs | {name: made[name] for name in METHODS[wildcards.method].phase_inputs()}
 
@@ -193,7 +218,7 @@ WORKFLOW_VALUES = {
     },
     "replay.world_size": PROCESSES_PER_TRAIN,  # the replay streams are split for the training processes
     **({"model.backbone_weights": BACKBONE_WEIGHTS} if BACKBONE_WEIGHTS else {}),
-    "report.models": [{"method": method, "phase": phase} for method, phase in REPORTED],
+    "report.models": [{"method": method, "phase": phase, "base": base_of(method)} for method, phase in REPORTED],
 }
 
 
@@ -226,7 +251,7 @@ def check_step_configs():
     """Each step's config composed now, for each method where it reads one: a bad value of ``overrides`` is one
     line before any job (these are the compositions step_setting makes, cached)."""
     for step in READS:
-        for method in [None, *(config["methods"] if covers(READS[step], "method") else [])]:
+        for method in [None, *(dict.fromkeys([*config["methods"], *BASES]) if covers(READS[step], "method") else [])]:
             composed(tuple(step_overrides(step, method, None, every_value=True)))
 
 

@@ -2,6 +2,7 @@
 # sharing the job's threads; train_meta stays one process.
 
 
+# a base model (phase 0): the shared one, and one per distinct method.base of the incremental methods
 rule train_base:
     input:
         CHECKED,
@@ -10,12 +11,14 @@ rule train_base:
         split_dir=SPLIT,
         init=INIT or [],
     output:
-        model=f"{RESULTS}/{BASE}/phase0/model.pt",
-        eval_curve=f"{RESULTS}/{BASE}/phase0/eval_curve.parquet",
+        model=f"{RESULTS}/{{method}}/phase0/model.pt",
+        eval_curve=f"{RESULTS}/{{method}}/phase0/eval_curve.parquet",
+    wildcard_constraints:
+        method=one_of(BASES),
     log:
-        f"{RESULTS}/logs/train_base.log",
+        f"{RESULTS}/logs/train_base/{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_base.tsv"
+        f"{RESULTS}/benchmarks/train_base/{{method}}.tsv"
     threads: config["threads"]
     conda:
         ENV
@@ -30,13 +33,15 @@ rule train_meta:
         CHECKED,
         data_dir=DATA,
         split_dir=SPLIT,
-        previous=f"{RESULTS}/{BASE}/phase0/model.pt",
+        previous=f"{RESULTS}/{{method}}/phase0/model.pt",
     output:
-        model=f"{RESULTS}/{BASE}/phase0/meta.pt",
+        model=f"{RESULTS}/{{method}}/phase0/meta.pt",
+    wildcard_constraints:
+        method=one_of(BASES),
     log:
-        f"{RESULTS}/logs/train_meta.log",
+        f"{RESULTS}/logs/train_meta/{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_meta.tsv"
+        f"{RESULTS}/benchmarks/train_meta/{{method}}.tsv"
     threads: config["threads"]
     conda:
         ENV
@@ -97,14 +102,14 @@ rule train_phase:
         STEP
 
 
-# Phase 0 of every incremental method is the shared base model: a relative link keeps the
+# Phase 0 of every incremental method is its base model (method.base): a relative link keeps the
 # results/<dataset>/<method>/phase<k>/ layout true for k = 0 without copying weights.
 ruleorder: link_base > evaluate
 
 
 rule link_base:
     input:
-        f"{RESULTS}/{BASE}/phase0/{{file}}",
+        lambda w: f"{RESULTS}/{base_of(w.method)}/phase0/{w.file}",
     output:
         f"{RESULTS}/{{method}}/phase0/{{file}}",
     wildcard_constraints:

@@ -31,6 +31,7 @@ CONF_DIR = Path(__file__).parent
 METHOD_DIR = CONF_DIR / "method"
 BASE = "base"  # method/base.yaml: the shared phase-0 model, the steps' default; not a method to run
 METHOD_KEYS = ("name", "family", "settings")  # a method block's keys (lst.conf.schema.MethodConfig)
+OPTIONAL_METHOD_KEYS = ("loss", "base")  # its classification loss (cross-entropy), its base model (base)
 
 
 def method_files(dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
@@ -80,10 +81,12 @@ def _method_block(path: Path) -> dict[str, Any]:
     block = data.get("method") if isinstance(data, dict) else None
     if not isinstance(block, dict):
         raise ConfigError(f"{path}: no `method:` block (method: {{name, family, settings}})")
-    if set(block) != set(METHOD_KEYS):
-        missing, extra = sorted(set(METHOD_KEYS) - set(block)), sorted(set(block) - set(METHOD_KEYS))
+    missing = sorted(set(METHOD_KEYS) - set(block))
+    extra = sorted(set(block) - set(METHOD_KEYS) - set(OPTIONAL_METHOD_KEYS))
+    if missing or extra:
         raise ConfigError(
-            f"{path}: a method block has the keys {', '.join(METHOD_KEYS)} (missing {missing}, unknown {extra})"
+            f"{path}: a method block has the keys {', '.join(METHOD_KEYS)}, optionally "
+            f"{', '.join(OPTIONAL_METHOD_KEYS)} (missing {missing}, unknown {extra})"
         )
     if block["name"] != path.stem:
         raise ConfigError(f"{path}: method.name is {block['name']!r}, not its file name {path.stem!r}")

@@ -173,13 +173,25 @@ class SmallModelConfig(ModelConfig):
 
 
 @dataclass
+class MethodLossConfig:
+    """A method's RoI classification loss: a loss of lst.losses and its settings (checked against the loss's
+    dataclass in lst.losses.settings); torchvision's softmax cross-entropy unless a method file says."""
+
+    name: str = "cross_entropy"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class MethodConfig:
     """A method file's block: its family (a module of lst.methods or of method_dirs) and the family's settings,
-    which lst.methods.load_method checks against the family's Settings dataclass."""
+    which lst.methods.load_method checks against the family's Settings dataclass; its classification loss;
+    for an incremental method, the method file of its phase-0 model (one base model per distinct ``base``)."""
 
     name: str = MISSING
     family: str = MISSING
     settings: dict[str, Any] = MISSING
+    loss: MethodLossConfig = field(default_factory=MethodLossConfig)
+    base: str = "base"
 
 
 @dataclass
@@ -256,6 +268,7 @@ class PathsConfig:
 class ReportModel:
     method: str = MISSING
     phase: int = MISSING
+    base: str = "base"  # the phase-0 model the method starts from (method.base), for its phase-0 figures
 
 
 @dataclass

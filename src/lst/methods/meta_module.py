@@ -148,5 +148,6 @@ def generate_new_rows(phase: PhaseTraining, per_class: int, batch_size: int) -> 
     if missing:
         raise DataError(f"meta-module: no training boxes for new classes {missing[:5]}")
     with torch.no_grad():
-        rows[1 + num_old :] = generator([features[c] for c in new_ids], rows[1 : 1 + num_old])
+        new_rows = generator([features[c] for c in new_ids], rows[1 : 1 + num_old])
+        rows[1 + num_old : 1 + len(phase.data.category_ids)] = new_rows  # a loss's extra rows stay last
     log.info("meta-module %s generated the rows of %d new classes", meta_path, len(new_ids))

@@ -8,7 +8,8 @@ The workflow and the steps ask the method, never its name:
   class at once), and the files a phase needs made first (``TEACHER_LOGITS``, ``META``; every incremental
   phase has its sample stream, made by build_replay);
 - ``stream(request)``: the image stream, as a table of samples (torch-free: build_replay makes it);
-- ``classification_loss(classes)``: the RoI classification loss and its test-time scores;
+- ``classification_loss(classes)``: the RoI classification loss and its test-time scores (by default the
+  method file's ``loss``, lst.losses), ``extra_logits()`` the logits it needs beyond background + classes;
 - ``initialise_new_rows(phase)``: the new classes' classifier rows, after the old rows are copied;
 - ``teacher_terms(phase)``: extra loss terms with the previous model, precomputed or online
   (lst.methods.teacher);
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from lst.data.sampling import replay_stream
+from lst.conf import BASE
+from lst.data.sampling import phase_seed, replay_stream
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +54,14 @@ PHASE_INPUTS = (TEACHER_LOGITS, META)
 @dataclass(frozen=True)
 class NoSettings:
     """A family without settings."""
+
+
+@dataclass(frozen=True)
+class LossChoice:
+    """A method's RoI classification loss: a name of lst.losses.LOSSES and its checked settings dataclass."""
+
+    name: str = "cross_entropy"
+    settings: Any = None
 
 
 @dataclass(frozen=True)
@@ -110,12 +120,21 @@ class Method:
     kind: ClassVar[Kind] = Kind.incremental
     Settings: ClassVar[type] = NoSettings
 
-    def __init__(self, name: str, settings: Any, config: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        name: str,
+        settings: Any,
+        config: Mapping[str, Any] | None = None,
+        loss: LossChoice | None = None,
+        base: str = BASE,
+    ):
         self.name, self.settings = name, settings
         self.config = config if config is not None else {}  # the step's settings (lst.steps.settings.READS)
+        self.loss = loss or LossChoice()
+        self.base = base  # the method file of an incremental method's phase-0 model
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, {dataclasses.asdict(self.settings)})"
+        return f"{type(self).__name__}({self.name!r}, {dataclasses.asdict(self.settings)}, loss {self.loss.name!r})"
 
     def phase_inputs(self) -> tuple[str, ...]:
         """The files an incremental phase needs made before it trains, among ``PHASE_INPUTS``."""
@@ -146,12 +165,23 @@ class Method:
         )
 
     def classification_loss(self, classes: ClassInfo) -> nn.Module:
-        """The RoI classification loss, called ``loss(class_logits [R, 1+C], labels [R])`` (column and label 0
-        the background), with ``loss.scores(class_logits)`` its test-time scores. Default: softmax
-        cross-entropy (torchvision's)."""
-        from lst.modeling.roi_heads import SoftmaxCrossEntropy
+        """The RoI classification loss, called ``loss(class_logits [R, 1+C + extra_logits()], labels [R])``
+        (column and label 0 the background), with ``loss.scores(class_logits)`` its test-time scores.
+        Default: the method file's ``loss`` (lst.losses; softmax cross-entropy unless it says), a ``seed`` it
+        leaves None taken from the run's seed and the phase."""
+        from lst.losses import classification_loss
 
-        return SoftmaxCrossEntropy()
+        settings = dataclasses.asdict(self.loss.settings) if self.loss.settings is not None else {}
+        if "seed" in settings and settings["seed"] is None:
+            settings["seed"] = phase_seed(classes.seed, classes.phase)
+        counts = [int(c) for c in classes.image_counts]
+        return classification_loss(self.loss.name, len(classes.category_ids), counts, classes.num_images, **settings)
+
+    def extra_logits(self) -> int:
+        """Class logits the model outputs beyond background + classes for this method's loss (Seesaw: 1)."""
+        from lst.losses import extra_logits
+
+        return extra_logits(self.loss.name)
 
     def initialise_new_rows(self, phase: PhaseTraining) -> None:
         """Set the new classes' classifier rows of ``phase.model`` (rows 1 + num_old onwards); by default they

@@ -1,9 +1,10 @@
 """Methods by name: a method file's family (a module of lst.methods or of a user's folder) and its typed settings.
 
-``load_method(block, dirs)`` turns a composed ``method`` block (``{name, family, settings}``) into the family's
-:class:`~lst.methods.method.Method`, its settings checked (lst.conf.typed): an unknown family, a setting it does
-not have, a value of the wrong type or out of range, or a user's module that does not import is one line
-(:class:`lst.errors.ConfigError`) naming the key or the file. Torch-free.
+``load_method(block, dirs)`` turns a composed ``method`` block (``{name, family, settings, loss, base}``) into
+the family's :class:`~lst.methods.method.Method`, its settings and its loss's settings checked
+(lst.conf.typed): an unknown family or loss, a setting it does not have, a value of the wrong type or out of
+range, or a user's module that does not import is one line (:class:`lst.errors.ConfigError`) naming the key or
+the file. Torch-free.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from lst.conf.typed import settings_from
 from lst.errors import ConfigError
-from lst.methods.method import Method
+from lst.losses import checked_settings
+from lst.methods.method import BASE, LossChoice, Method
 
 PACKAGE_DIR = Path(__file__).parent
 USER_PACKAGE = "lst_user_methods"  # the modules of users' folders are imported as lst_user_methods.<family>
@@ -39,7 +41,10 @@ def load_method(block: Mapping[str, Any], dirs: Sequence[str | Path] = (), confi
     """The method of a composed ``method`` block, its settings checked; ``config``: the step's settings."""
     cls = family_class(block["family"], dirs)
     settings = settings_from(cls.Settings, block.get("settings"), "method.settings")
-    return cls(block["name"], settings, config)
+    loss = dict(block.get("loss") or {})
+    loss_name = loss.get("name", "cross_entropy")
+    loss = LossChoice(loss_name, checked_settings(loss_name, loss.get("settings"), "method.loss"))
+    return cls(block["name"], settings, config, loss, block.get("base", BASE))
 
 
 def family_class(family: str, dirs: Sequence[str | Path] = ()) -> type[Method]:

@@ -43,8 +43,11 @@ class BoxHead(TwoMLPHead):
 class CosineBoxPredictor(nn.Module):
     """logits = s * cos(feature, class weight row); class-specific box regression as torchvision's.
 
-    The classifier reads fc7 as it is (signed); the regressor reads ReLU(fc7) when ``regression_relu``,
-    as the released code's ``bbox_pred(F.relu(x))``.
+    ``num_classes`` counts the background; a loss that needs more class logits (lst.losses.extra_logits) gets
+    ``extra_logits`` more rows after the classes' (no box regression of their own).
+
+        The classifier reads fc7 as it is (signed); the regressor reads ReLU(fc7) when ``regression_relu``,
+        as the released code's ``bbox_pred(F.relu(x))``.
     """
 
     def __init__(
@@ -54,10 +57,12 @@ class CosineBoxPredictor(nn.Module):
         scale: float = 10.0,
         learn_scale: bool = True,
         regression_relu: bool = True,
+        extra_logits: int = 0,
     ):
         super().__init__()
         self.regression_relu = regression_relu
-        self.cls_score = nn.Linear(in_channels, num_classes, bias=False)
+        # rows: background, the classes, then the loss's extra logits (Seesaw's objectness), as lst.losses lays out
+        self.cls_score = nn.Linear(in_channels, num_classes + extra_logits, bias=False)
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
@@ -194,7 +199,12 @@ def build_model(cfg: dict[str, Any], num_classes: int) -> MaskRCNN:
     representation = cfg["representation_size"]
     mask_channels = cfg["mask_head_channels"]
     box_predictor = CosineBoxPredictor(
-        representation, num_classes, cfg["cosine_scale"], cfg["learn_scale"], cfg.get("regression_relu", False)
+        representation,
+        num_classes,
+        cfg["cosine_scale"],
+        cfg["learn_scale"],
+        cfg.get("regression_relu", False),
+        cfg.get("extra_logits", 0),  # set by train_base from the method's loss, kept in the checkpoint's config
     )
     if cfg.get("mask_weight_transfer", False):
         mask_predictor = MaskWeightTransferPredictor(
@@ -287,7 +297,7 @@ def box_features(model: nn.Module, images: list[torch.Tensor], boxes: list[torch
 
 def num_outputs(state_dict: dict[str, torch.Tensor]) -> int:
     """Number of classifier outputs (background included) of a model state dict."""
-    return state_dict[BOX_PREDICTOR + "cls_score.weight"].shape[0]
+    return state_dict[BOX_PREDICTOR + "bbox_pred.bias"].shape[0] // 4
 
 
 def grow_classifier(
@@ -304,16 +314,17 @@ def grow_classifier(
         raise ValueError(f"cannot grow a classifier of {old} outputs to {num_classes}")
     extra = num_classes - old
 
-    def extend(key: str, rows: int, std: float | None) -> None:
+    def extend(key: str, rows: int, std: float | None, at: int | None = None) -> None:
         tensor = state_dict[key]
         shape = (rows, *tensor.shape[1:])
         if std is None:
             new = torch.zeros(shape, dtype=tensor.dtype)
         else:
             new = torch.randn(shape, generator=generator, dtype=tensor.dtype) * std
-        grown[key] = torch.cat([tensor, new])
+        at = len(tensor) if at is None else at
+        grown[key] = torch.cat([tensor[:at], new, tensor[at:]])
 
-    extend(BOX_PREDICTOR + "cls_score.weight", extra, 0.01)
+    extend(BOX_PREDICTOR + "cls_score.weight", extra, 0.01, at=old)  # before the loss's extra logits
     extend(BOX_PREDICTOR + "bbox_pred.weight", 4 * extra, 0.001)
     extend(BOX_PREDICTOR + "bbox_pred.bias", 4 * extra, None)
     if MASK_LOGITS + "weight" in state_dict:  # absent with mask weight transfer: masks follow the cls rows

@@ -3,7 +3,7 @@
 One ``forward`` in torchvision's order (box branch, then mask branch) with three changes:
 - **classification**: ``classification(class_logits, labels)`` is the RoI classification loss and
   ``classification.scores(class_logits)`` the detection scores at test time (``[R, 1+C]``, column 0 the
-  background): a method's (lst.methods) or, by default, :class:`SoftmaxCrossEntropy`, torchvision's own;
+  background): a method's (lst.methods) or, by default, lst.losses' ``SoftmaxCrossEntropy``, torchvision's own;
 - **box regression**: smooth-L1 with ``box_loss_beta`` (torchvision hard-codes 1/9, the released code 1);
 - **targets**: positives restricted to each sample's target class (LST's sampling, ``restrict_positives``),
   and mask targets from :class:`lst.data.masks.InstanceMasks` rasterised for the positive RoIs alone
@@ -21,18 +21,9 @@ from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference,
 from torchvision.ops import boxes as box_ops
 
 from lst.data.masks import INSTANCE_MASKS
+from lst.losses.cross_entropy import SoftmaxCrossEntropy
 
 TORCHVISION_BOX_LOSS_BETA = 1 / 9  # torchvision's fastrcnn_loss
-
-
-class SoftmaxCrossEntropy(nn.Module):
-    """The default RoI classification: cross-entropy over background + classes, softmax scores (torchvision's)."""
-
-    def forward(self, class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(class_logits, labels)
-
-    def scores(self, class_logits: torch.Tensor) -> torch.Tensor:
-        return F.softmax(class_logits, -1)
 
 
 def mask_loss(mask_logits: torch.Tensor, labels: torch.Tensor, mask_targets: torch.Tensor) -> torch.Tensor:
@@ -121,10 +112,11 @@ class LstRoIHeads(RoIHeads):
 
     def postprocess_detections(self, class_logits, box_regression, proposals, image_shapes):  # noqa: ANN001
         """torchvision's, scoring with this head's classification: per class above the threshold, NMS, top k."""
-        num_classes = class_logits.shape[-1]
+        scores = self.classification.scores(class_logits)  # [R, 1+C]; the logits may have more columns (Seesaw)
+        num_classes = scores.shape[-1]
         boxes_per_image = [len(boxes) for boxes in proposals]
         pred_boxes = self.box_coder.decode(box_regression, proposals).split(boxes_per_image, 0)
-        pred_scores = self.classification.scores(class_logits).split(boxes_per_image, 0)
+        pred_scores = scores.split(boxes_per_image, 0)
         all_boxes, all_scores, all_labels = [], [], []
         for boxes, scores, image_shape in zip(pred_boxes, pred_scores, image_shapes, strict=True):
             boxes = box_ops.clip_boxes_to_image(boxes, image_shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from lst.conf import methods  # noqa: E402
 from lst.io import atomic_path  # noqa: E402
+from lst.reporting.report import BASE, base_models  # noqa: E402
 
 
 def _save(figure: plt.Figure, path: str | os.PathLike) -> None:
@@ -28,18 +30,19 @@ def _colour(method: str) -> str:
     return palette[index % len(palette)]
 
 
-def forgetting_plot(summary: pd.DataFrame, path: str | os.PathLike, base: str = "base") -> None:
-    """One panel per phase j: mask AP of phase j's classes after each later phase, a line per method."""
+def forgetting_plot(summary: pd.DataFrame, path: str | os.PathLike, bases: Mapping[str, str] | None = None) -> None:
+    """One panel per phase j: mask AP of phase j's classes after each later phase, a line per method, from its
+    base model (``bases[method]``, else the shared base)."""
     segm = summary[summary["iou_type"] == "segm"]
     last = int(segm["phase"].max())
     figure, axes = plt.subplots(1, last + 1, figsize=(3.2 * (last + 1), 3), sharey=True, squeeze=False)
-    base_rows = segm[segm["method"] == base].set_index("metric")["value"]
     for j, axis in enumerate(axes[0]):
         metric = f"AP_phase{j}"
-        for method in sorted(set(segm["method"]) - {base}):
+        for method in sorted(set(segm["method"]) - base_models(bases)):
             rows = segm[(segm["method"] == method) & (segm["metric"] == metric)].set_index("phase")["value"]
-            if j == 0 and 1 in rows.index and metric in base_rows:
-                rows = pd.concat([pd.Series({0: base_rows[metric]}), rows])
+            base = segm[segm["method"] == (bases or {}).get(method, BASE)].set_index("metric")["value"]
+            if j == 0 and 1 in rows.index and metric in base:
+                rows = pd.concat([pd.Series({0: base[metric]}), rows])
             rows = rows[rows >= 0].sort_index()
             if not rows.empty:
                 axis.plot(rows.index, 100 * rows.to_numpy(), marker="o", label=method, color=_colour(method))

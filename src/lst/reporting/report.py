@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -26,17 +26,23 @@ def _percent(value: float) -> str:
     return "n/a" if value < 0 else f"{100 * value:.1f}"
 
 
-def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
-    """Mask AP of every method after every phase, then the final phase in detail."""
+def base_models(bases: Mapping[str, str] | None) -> set[str]:
+    """The names of the phase-0 models: the shared base and each incremental method's ``bases[method]``."""
+    return {BASE, *(bases or {}).values()}
+
+
+def summary_markdown(summary: pd.DataFrame, dataset: str, bases: Mapping[str, str] | None = None) -> str:
+    """Mask AP of every method after every phase, then the final phase in detail. ``bases``: an incremental
+    method's phase-0 model where it is not the shared base (report.bases)."""
     segm = summary[summary["iou_type"] == "segm"]
     phases = sorted(segm["phase"].unique())
-    methods = [m for m in dict.fromkeys(segm["method"]) if m != BASE]
-    base = segm[segm["method"] == BASE].set_index("metric")["value"]
+    methods = [m for m in dict.fromkeys(segm["method"]) if m not in base_models(bases)]
+    base_ap = segm[segm["metric"] == "AP"].groupby("method")["value"].first()  # the phase-0 models have one row
     last_phase = summary.groupby("method")["phase"].max()
     lines = [
         f"# {dataset}: results",
         "",
-        "## Mask AP after each phase (phase 0 is the shared base model)",
+        "## Mask AP after each phase (phase 0 is the method's base model)",
         "",
     ]
     lines += [
@@ -45,8 +51,8 @@ def summary_markdown(summary: pd.DataFrame, dataset: str) -> str:
     ]
     for method in methods or [BASE]:
         rows = segm[(segm["method"] == method) & (segm["metric"] == "AP")].set_index("phase")["value"]
-        # incremental methods start from the shared base model; joint baselines have only their own phase
-        start = base.get("AP", -1) if 1 in rows.index else -1
+        # incremental methods start from their base model; joint baselines have only their own phase
+        start = base_ap.get((bases or {}).get(method, BASE), -1) if 1 in rows.index else -1
         cells = [_percent(rows.get(p, start if p == 0 else -1)) for p in phases]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
 

@@ -23,7 +23,7 @@ from hydra._internal.utils import get_args_parser  # hydra.main's own parser: th
 from omegaconf import DictConfig
 
 import lst.conf
-from lst.errors import ConfigError, InputError
+from lst.errors import CheckpointError, ConfigError, InputError
 from lst.methods import Method, load_method
 from lst.steps.settings import READS, covers, select
 
@@ -99,6 +99,16 @@ def require(cfg: dict[str, Any], *keys: str) -> list[Any]:
 def method_of(cfg: dict[str, Any]) -> Method:
     """The step's method (``method``, its family found in lst.methods or ``method_dirs``), reading ``cfg``."""
     return load_method(cfg["method"], cfg["method_dirs"], cfg)
+
+
+def check_loss_layout(method: Method, model_cfg: dict[str, Any], path: str | os.PathLike) -> None:
+    """The model of checkpoint ``path`` has the class logits ``method``'s loss needs (Seesaw's objectness)."""
+    have, need = model_cfg.get("extra_logits", 0), method.extra_logits()
+    if have != need:
+        raise CheckpointError(
+            f"{path}: its model has {have} class logits beyond background + classes, method {method.name}'s loss "
+            f"{method.loss.name} needs {need}; its phase-0 model (method.base) must be trained with that layout"
+        )
 
 
 def training_dir(cfg: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from lst.modeling.mask_rcnn import build_model
 from lst.modeling.roi_heads import set_classification
 from lst.reporting.gallery import draw_gallery, gallery_settings, threshold_text
 from lst.reporting.report import model_markdown
-from lst.steps import method_of, require, step
+from lst.steps import check_loss_layout, method_of, require, step
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ def main(cfg: dict[str, Any]) -> None:
     train_images = len(phase_images(data_dir, split_dir, phase, "train"))
     num_old = 0 if phase == 0 else int((plan["phase"] < phase).sum())
     classes = ClassInfo.of(plan, data.category_ids, train_images, num_old, phase, seed=0)  # scores draw nothing
-    set_classification(model.roi_heads, method_of(cfg).classification_loss(classes))
+    method = method_of(cfg)
+    check_loss_layout(method, model_cfg, model_path)
+    set_classification(model.roi_heads, method.classification_loss(classes))
     model.to(pick_device(cfg["device"]))
     log.info("evaluating %s on %d val images", model_path, len(data.image_ids()))
     detections = detect(

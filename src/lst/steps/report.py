@@ -39,11 +39,12 @@ def main(cfg: dict[str, Any]) -> None:
         if phase == final[method]
     }
     curves = {key: read_curve(path) for key, path in zip(keys, paths["curves"], strict=True)}
-    forgetting_plot(summary, outputs["forgetting_plot"])
+    bases = {model["method"]: model["base"] for model in models}
+    forgetting_plot(summary, outputs["forgetting_plot"], bases)
     per_class_plot(per_class, outputs["per_class_plot"])
     eval_curve_plot(curves, outputs["eval_curve_plot"])
     tables.write_table(summary, outputs["summary_table"], tables.SUMMARY)
-    markdown = summary_markdown(summary, cfg["dataset"]["name"])
+    markdown = summary_markdown(summary, cfg["dataset"]["name"], bases)
     write_text_atomic(Path(outputs["summary"]), markdown)
     write_text_atomic(Path(outputs["summary_html"]), summary_html(markdown, outputs["forgetting_plot"]))
     log.info("summary:\n%s", markdown)

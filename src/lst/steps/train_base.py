@@ -51,6 +51,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     work_dir = training_dir(cfg)
     train_cfg, model_cfg, seed, phase = cfg["train_base"], dict(cfg["model"]), cfg["seed"], cfg["phase"]
     method = method_of(cfg)
+    model_cfg["extra_logits"] = method.extra_logits()  # the loss's layout, kept with the model
     train_cfg = training_config(cfg, split_dir)  # a joint model's budget derived
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
     provenance: dict[str, Any] = {}

@@ -26,7 +26,7 @@ from lst.methods import ClassInfo, PhaseTraining
 from lst.modeling.checkpoint import load_checkpoint, save_checkpoint
 from lst.modeling.mask_rcnn import build_model, grow_classifier
 from lst.modeling.roi_heads import set_classification
-from lst.steps import method_of, require, step, training_dir
+from lst.steps import check_loss_layout, method_of, require, step, training_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         raise CheckpointError(f"{previous_path}: trained for other classes than phases 0..{phase - 1} of this plan")
     # the architecture is the previous model's; its training-time sampling may differ per phase
     model_cfg = {**previous["config"]["model"], **train_cfg["model_overrides"]}
+    check_loss_layout(method, model_cfg, previous_path)
     torch.manual_seed(seed)
     model = build_model(model_cfg, num_classes=1 + len(data.category_ids))
     generator = torch.Generator().manual_seed(seed)
