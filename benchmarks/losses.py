@@ -1,12 +1,13 @@
 """The RoI classification losses at LVIS size against cross-entropy: forward + backward time and peak memory.
 
-    python benchmarks/losses.py [--rois 8192] [--classes 1203] [--repeats 5] [--device cpu] [--threads 2]
+    python benchmarks/losses.py [--rois 8192] [--classes 1203] [--repeats 15] [--device cpu] [--threads 2]
                                 [--step-seconds S | --step-images N]
 
 Each loss of lst.losses gets the same logits (``[R, 1+C]``; Seesaw ``[R, C+2]``) and labels: a quarter of the
 RoIs foreground (as the RoI sampler's positive fraction), their classes drawn by a long-tailed (Zipf) image
 count; the counts are those of ``num_images`` = 100,000 training images (LVIS v1 train has 100,170). Times are
-the mean of ``--repeats`` calls after two warm-up calls (the stateful losses update their statistics in each).
+the median of ``--repeats`` calls after two warm-up calls (the stateful losses update their statistics in each),
+the losses interleaved call by call.
 Memory: the storages a call saves for its backward (``saved_tensors_hooks``; on any device), and on a GPU
 the peak ``torch.cuda.max_memory_allocated`` over forward + backward above the inputs.
 ``--step-seconds``: a training step's time on the same device (gpu_check.py prints it), for the share of a step.
@@ -18,6 +19,7 @@ then get R = 512 N RoIs, the RoIs that step samples.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -40,19 +42,26 @@ def inputs(rois: int, classes: int, device: torch.device) -> tuple[torch.Tensor,
     return counts, labels.to(device), logits.to(device)
 
 
-def seconds_per_call(name: str, rois: int, classes: int, repeats: int, device: torch.device) -> float:
+def seconds_per_call(rois: int, classes: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of one forward + backward of each loss, the losses interleaved call by call so that a
+    load on the machine hits them alike."""
     counts, labels, logits = inputs(rois, classes, device)
-    loss = classification_loss(name, classes, counts.tolist(), NUM_IMAGES).to(device)
-    logits = (logits if name == SEESAW else logits[:, : classes + 1]).contiguous().requires_grad_()
-    for _ in range(2):
-        loss(logits, labels).backward()
-    synchronise(device)
-    start = time.perf_counter()
+    calls = {}
+    for name in LOSSES:
+        loss = classification_loss(name, classes, counts.tolist(), NUM_IMAGES).to(device)
+        own = (logits if name == SEESAW else logits[:, : classes + 1]).contiguous().requires_grad_()
+        calls[name] = lambda loss=loss, own=own: loss(own, labels).backward()
+        for _ in range(2):
+            calls[name]()
+    times: dict[str, list[float]] = {name: [] for name in LOSSES}
     for _ in range(repeats):
-        logits.grad = None
-        loss(logits, labels).backward()
-    synchronise(device)
-    return (time.perf_counter() - start) / repeats
+        for name, call in calls.items():
+            synchronise(device)
+            start = time.perf_counter()
+            call()
+            synchronise(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def training_step_seconds(images: int, classes: int, device: torch.device) -> float:
@@ -110,8 +119,8 @@ def memory_mib(name: str, rois: int, classes: int, device: torch.device) -> tupl
 
 def loss_figures(rois: int, classes: int, repeats: int, device: torch.device) -> dict:
     """Seconds per forward + backward, MiB saved for backward and peak MiB (GPU) of each loss of LOSSES."""
-    return {name: (seconds_per_call(name, rois, classes, repeats, device), *memory_mib(name, rois, classes, device))
-            for name in LOSSES}  # fmt: skip
+    seconds = seconds_per_call(rois, classes, repeats, device)
+    return {name: (seconds[name], *memory_mib(name, rois, classes, device)) for name in LOSSES}
 
 
 def loss_lines(figures: dict, step_seconds: float | None = None) -> list[str]:
@@ -131,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rois", type=int, default=8192)
     parser.add_argument("--classes", type=int, default=1203)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--step-seconds", type=float, default=None)
