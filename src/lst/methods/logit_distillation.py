@@ -26,7 +26,7 @@ def box_cosines(model: nn.Module, images: list[torch.Tensor], boxes: list[torch.
     extra logits, Seesaw's objectness, left out: LST distils class scores)."""
     features = box_features(model, images, boxes)
     predictor = model.roi_heads.box_predictor
-    cosines = predictor.cosine(torch.cat(features))[:, : predictor.bbox_pred.out_features // 4]
+    cosines = predictor.cosine(torch.cat(features))[:, : predictor.num_classes]
     return list(cosines.split([len(f) for f in features]))
 
 
@@ -58,7 +58,7 @@ def teacher_logits(
                 rows["logits"].append(cos.cpu().numpy().astype(np.float32))
         if batch_index % log_period == 0:
             log.info("teacher logits: %d/%d images", min(start + batch_size, len(image_ids)), len(image_ids))
-    num_logits = teacher.roi_heads.box_predictor.bbox_pred.out_features // 4  # background + classes
+    num_logits = teacher.roi_heads.box_predictor.num_classes  # background + classes
     logits = np.concatenate(rows["logits"]) if rows["logits"] else np.zeros((0, num_logits), np.float32)
     table = pd.DataFrame(
         {

@@ -41,9 +41,9 @@ def load_method(block: Mapping[str, Any], dirs: Sequence[str | Path] = (), confi
     """The method of a composed ``method`` block, its settings checked; ``config``: the step's settings."""
     cls = family_class(block["family"], dirs)
     settings = settings_from(cls.Settings, block.get("settings"), "method.settings")
-    loss = dict(block.get("loss") or {})
-    loss_name = loss.get("name", "cross_entropy")
-    loss = LossChoice(loss_name, checked_settings(loss_name, loss.get("settings"), "method.loss"))
+    given = block.get("loss") or {}
+    name = given.get("name", LossChoice.name)  # a block composed without the schema's defaults
+    loss = LossChoice(name, checked_settings(name, given.get("settings"), "method.loss"))
     return cls(block["name"], settings, config, loss, block.get("base", BASE))
 
 

@@ -44,10 +44,9 @@ class CosineBoxPredictor(nn.Module):
     """logits = s * cos(feature, class weight row); class-specific box regression as torchvision's.
 
     ``num_classes`` counts the background; a loss that needs more class logits (lst.losses.extra_logits) gets
-    ``extra_logits`` more rows after the classes' (no box regression of their own).
-
-        The classifier reads fc7 as it is (signed); the regressor reads ReLU(fc7) when ``regression_relu``,
-        as the released code's ``bbox_pred(F.relu(x))``.
+    ``extra_logits`` more rows after the classes' (no box regression of their own). The classifier reads fc7
+    as it is (signed); the regressor reads ReLU(fc7) when ``regression_relu``, as the released code's
+    ``bbox_pred(F.relu(x))``.
     """
 
     def __init__(
@@ -72,6 +71,11 @@ class CosineBoxPredictor(nn.Module):
             self.scale = nn.Parameter(scale_tensor)
         else:
             self.register_buffer("scale", scale_tensor)
+
+    @property
+    def num_classes(self) -> int:
+        """Background + classes: the outputs with a box regression (a loss's extra logits not counted)."""
+        return self.bbox_pred.out_features // 4
 
     def cosine(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine similarity to every class row (background first), without the scale."""

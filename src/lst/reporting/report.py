@@ -32,8 +32,8 @@ def base_models(bases: Mapping[str, str] | None) -> set[str]:
 
 
 def summary_markdown(summary: pd.DataFrame, dataset: str, bases: Mapping[str, str] | None = None) -> str:
-    """Mask AP of every method after every phase, then the final phase in detail. ``bases``: an incremental
-    method's phase-0 model where it is not the shared base (report.bases)."""
+    """Mask AP of every method after every phase, then the final phase in detail. ``bases``: each method's
+    phase-0 model (the ``base`` of report.models), the shared base where absent."""
     segm = summary[summary["iou_type"] == "segm"]
     phases = sorted(segm["phase"].unique())
     methods = [m for m in dict.fromkeys(segm["method"]) if m not in base_models(bases)]
