@@ -312,6 +312,13 @@ def report(cfg: dict, setup: Setup, training: dict, evals: dict, losses: dict, s
         lines.append(f"| {LOOPS[loop]} | {models[which]} | {amp} | {number(figures.images_per_s)} | "
                      f"{number(figures.peak_gib, 1)} | {figures.note} |")  # fmt: skip
     lines += ["", *ratios(training), "", "How the two models differ: the docstring of benchmarks/gpu_check.py.", ""]
+    rate = training[AMP_MODES[0], "lst", "lst"].images_per_s
+    lines += [
+        f"For the workflow config (docs/cluster.md): `gpu_jobs.seconds_per_image.{cfg['model']}` = "
+        f"{number(1 / rate if rate else None, 3)} s per training image on this GPU (lst's loop, amp off, batch "
+        f"{cfg['batch_size']}).",
+        "",
+    ]
     lines += [
         f"Evaluation pass (`lst.evaluation.inference.detect`, {cfg['eval_images']} images, batch {cfg['eval_batch']}, "
         "score threshold 0, up to 300 detections per image, masks encoded as RLE on the CPU):",
@@ -322,7 +329,6 @@ def report(cfg: dict, setup: Setup, training: dict, evals: dict, losses: dict, s
     for amp, (figures, per_image) in evals.items():
         lines.append(f"| {amp} | {number(figures.images_per_s)} | {number(per_image, 0)} | "
                      f"{number(figures.peak_gib, 1)} | {figures.note} |")  # fmt: skip
-    rate = training[AMP_MODES[0], "lst", "lst"].images_per_s
     step_seconds = cfg["batch_size"] / rate if rate else None
     lines += [
         "",

@@ -93,7 +93,7 @@ def dataset(tmp_path_factory) -> tuple[Path, list[str]]:
     return root, common
 
 
-def _train(dataset, name: str, processes: int, batch_size: int, wait: bool = True):
+def _train_command(dataset, name: str, processes: int, batch_size: int) -> tuple[Path, list[str]]:
     root, common = dataset
     run_dir = root / name
     command = _step(
@@ -101,6 +101,12 @@ def _train(dataset, name: str, processes: int, batch_size: int, wait: bool = Tru
         f"paths.model={run_dir / 'model.pt'}", f"paths.work_dir={run_dir / 'train'}", f"hydra.run.dir={run_dir}",
         "hydra.job.name=train_base", "hydra/job_logging=default", processes=processes,  # Hydra's log file too
     )  # fmt: skip
+    return run_dir, command
+
+
+def _train(dataset, name: str, processes: int, batch_size: int, wait: bool = True):
+    root, _ = dataset
+    run_dir, command = _train_command(dataset, name, processes, batch_size)
     if not wait:
         return subprocess.Popen(command, cwd=root, start_new_session=True, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)  # fmt: skip
@@ -120,7 +126,7 @@ def _losses(run_dir: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def runs(dataset):
     one = _train(dataset, "one", processes=1, batch_size=4)
-    two = _train(dataset, "two", processes=2, batch_size=2)
+    two = _train(dataset, "two", processes=2, batch_size=4)
     return one, two
 
 
@@ -155,7 +161,7 @@ def test_ranks_end_identical_and_only_rank_0_writes(runs):
 def test_every_rank_resumes_from_rank_0_checkpoint(dataset, runs):
     _, (two, _) = runs
     root, _ = dataset
-    process = _train(dataset, "killed", processes=2, batch_size=2, wait=False)
+    process = _train(dataset, "killed", processes=2, batch_size=4, wait=False)
     checkpoint = root / "killed" / "train" / "last.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -165,10 +171,20 @@ def test_every_rank_resumes_from_rank_0_checkpoint(dataset, runs):
     process.wait()
     assert not (root / "killed" / "model.pt").exists()
 
-    killed, _ = _train(dataset, "killed", processes=2, batch_size=2)
+    killed, _ = _train(dataset, "killed", processes=2, batch_size=4)
     log = (killed / "train_base.log").read_text()
     resumed_at = int(log.split("resuming from ")[1].split("at iteration ")[1].split()[0])
     assert 2 <= resumed_at < ITERATIONS
     expected = torch.load(two / "model.pt", weights_only=True)["model"]
     resumed = torch.load(killed / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(value, resumed[key]) for key, value in expected.items())
+
+
+def test_a_global_batch_the_processes_cannot_split_is_refused_before_training(dataset):
+    run_dir, command = _train_command(dataset, "odd", processes=2, batch_size=3)
+    result = subprocess.run(command, cwd=dataset[0], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "train_base.batch_size: 3 images per iteration (the global batch) do not split evenly across 2 " in (
+        result.stdout + result.stderr
+    )
+    assert not (run_dir / "model.pt").exists() and not (run_dir / "train" / "last.pt").exists()

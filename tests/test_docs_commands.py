@@ -4,6 +4,7 @@ run. Files the docs ask the user to write (a block that names its ``# <path>``; 
 your own in my_methods/) are written first; dataset files that a config names and the copy lacks get empty
 stand-ins, since a dry run reads none of them."""
 
+import json
 import os
 import re
 import shlex
@@ -49,15 +50,25 @@ def checkout(tmp_path_factory) -> Path:
 
 
 def stand_in_inputs(root: Path, configfiles: list[str]) -> None:
-    """Empty files for the dataset and weight paths of ``configfiles`` that the copy lacks (never under ../)."""
+    """Stand-ins for the dataset and weight paths of ``configfiles`` that the copy lacks (never under ../): json
+    files of as many categories as the phases need and nothing else, image folders, empty weight files."""
     for configfile in configfiles:
         config = yaml.safe_load((root / configfile).read_text()) or {}
-        paths = [config.get("dataset", {}).get(key) for key in ("train_json", "val_json")]
-        paths += [config.get(key) for key in ("weights", "backbone_weights")]
-        for path in paths:
+        dataset, phases = config.get("dataset", {}), config.get("phases", {})
+        num_categories = sum(phases.get("sizes") or [phases.get("base", 1), phases.get("step", 0) *
+                                                     phases.get("num_incremental", 1)])  # fmt: skip
+        categories = [{"id": i, "name": f"c{i}"} for i in range(1, num_categories + 1)]
+        files = {dataset.get(key): json.dumps({"images": [], "annotations": [], "categories": categories})
+                 for key in ("train_json", "val_json")}  # fmt: skip
+        files |= {config.get(key): "" for key in ("weights", "backbone_weights")}
+        for path, text in files.items():
             if path and not path.startswith("..") and not (root / path).exists():
                 (root / path).parent.mkdir(parents=True, exist_ok=True)
-                (root / path).touch()
+                (root / path).write_text(text)
+        image_root = dataset.get("image_root", {})
+        for folder in [image_root] if isinstance(image_root, str) else image_root.values():
+            if not folder.startswith(".."):
+                (root / folder).mkdir(parents=True, exist_ok=True)
 
 
 def configfiles_of(words: list[str]) -> list[str]:

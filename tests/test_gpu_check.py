@@ -53,6 +53,10 @@ def test_smoke_run_replaces_the_gpu_section_with_its_figures(tmp_path):
     for amp in ("off", "bf16"):
         assert float(evaluation[amp][1]) > 0 and 0 < int(evaluation[amp][2]) <= 300
     assert re.search(r"lst / bare, amp off: \d+\.\d{3}\n", section)
+    # the figure that docs/cluster.md asks to put in the workflow config: 1 / lst's images/s, amp off
+    lst_off = next(row for key, row in training.items() if key[0].startswith("lst") and key[2] == "off")
+    per_image = re.search(r"`gpu_jobs\.seconds_per_image\.(\w+)` = (\d+\.\d{3}) s per training image", section)
+    assert per_image and abs(float(per_image[2]) - 1 / float(lst_off[3])) < 0.0015 + 0.01 / float(lst_off[3]) ** 2
     losses = {row[0]: row for row in table_rows(loss_table, 7) if row[0] != "loss"}
     assert set(losses) == {"cross_entropy", "eql", "eqlv2", "seesaw", "federated"}
     for row in losses.values():  # ms, time ratio, saved MiB, memory ratio, no GPU peak, share of the step

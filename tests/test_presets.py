@@ -42,7 +42,7 @@ def test_defaults_are_the_released_replay():
 
 
 def test_equal_images_budget_by_hand():
-    from lst.steps.train_base import equal_images_budget
+    from lst.engine.budget import equal_images_budget
 
     base = {"iterations": 50_000, "batch_size": 8, "steps": [30_000, 40_000], "lr": 0.01}
     phase = {"iterations": 40_000, "batch_size": 16}

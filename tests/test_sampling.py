@@ -5,13 +5,14 @@ import pytest
 from lst.data.sampling import (
     _grouped_rows,
     aspect_groups,
+    per_process_batch,
     phase_seed,
     replay_epoch,
     replay_quotas,
     replay_stream,
     uniform_stream,
 )
-from lst.errors import SamplingError
+from lst.errors import ConfigError, SamplingError
 
 
 @pytest.fixture
@@ -314,3 +315,10 @@ def test_missing_image_size_is_refused():
     groups = aspect_groups(_images([1, 2], [3]))
     with pytest.raises(SamplingError, match="no width and height"):
         uniform_stream(np.arange(1, 6), iterations=2, batch_size=2, groups=groups)
+
+
+def test_the_global_batch_splits_evenly_across_processes_or_is_refused():
+    assert per_process_batch(16, 8, "train_phase.batch_size") == 2
+    assert per_process_batch(8, 1, "train_base.batch_size") == 8
+    with pytest.raises(ConfigError, match=r"^train_base\.batch_size: 8 images .* across 3 training process"):
+        per_process_batch(8, 3, "train_base.batch_size")

@@ -28,6 +28,7 @@ SCRIPT = REPO / "scripts" / "slurm_one_node.sh"
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol")
 GPU_RULES = {"train_base", "train_meta", "train_joint", "train_phase", "extract_logits", "evaluate"}
+TRAIN_RULES = {"train_base", "train_joint", "train_phase"}  # sized by the workflow config (gpus_per_train, gpu_jobs)
 LIGHT_RULES = {"make_demo", "prepare_data", "check_data", "split", "trim_weights", "build_replay", "report"}
 LOCAL_RULES = {"all", "link_base"}  # `localrule: True`: never submitted
 LOCK = Path(tempfile.gettempdir()) / "lst-slurm-one-node.lock"  # one such cluster per machine at a time
@@ -35,10 +36,19 @@ LOCK = Path(tempfile.gettempdir()) / "lst-slurm-one-node.lock"  # one such clust
 # base + 1 phase of one method, evaluated once: every kind of job, light and GPU, in about 10 jobs.
 # A smaller val set, and low-score detections kept (at most 5 per image) so that metrics are not all 0.
 TARGET = "results/demo/finetune/phase1/eval/metrics.parquet"
+# The training jobs on 1 GPU each (on this CPU node: device auto is the CPU), 3 s per image on the tiny model.
 CONFIG = {
     "preset": "tiny",
     "methods": ["finetune"],
     "phases": {"sizes": [12, 12]},
+    "gpus_per_train": 1,
+    "gpu_jobs": {
+        "cpus_per_gpu": 8,
+        "mem_mb_per_gpu": 48000,
+        "seconds_per_image": {"small": 3.0},
+        "margin": 1.5,
+        "setup_minutes": 5,
+    },
     "overrides": {
         "make_demo": ["+demo.num_val_images=60"],
         "evaluate": ["eval.score_thresh_incremental=0.0", "eval.max_dets=5"],
@@ -67,11 +77,21 @@ def rule_resources(profile: dict, rule: str) -> dict:
     return {**profile.get("default-resources", {}), **profile.get("set-resources", {}).get(rule, {})}
 
 
+# CONFIG's training jobs by hand: tiny's 12 (train_base) and 6 (train_phase) iterations of 4 images on 1 GPU,
+# x 3 s x 1.5 = 3.6 and 1.8 minutes, started minutes counted, + 5
+TRAIN_MINUTES = {"train_base": 5 + 4, "train_phase": 5 + 2}
+
+
 def expected_request(profile: dict, rule: str) -> dict:
     """What Slurm must grant a job of ``rule`` (snakemake-executor-plugin-slurm 2.x: --gpus=gpu and
     --cpus-per-gpu=cpus_per_gpu for a GPU job, --cpus-per-task=cpus_per_task or the rule's threads (1 for the
-    light rules) otherwise, --mem mem_mb, -t runtime in minutes)."""
+    light rules) otherwise, --mem mem_mb, -t runtime in minutes). The training rules' come from CONFIG."""
     resources = rule_resources(profile, rule)
+    if rule in TRAIN_RULES:
+        jobs = CONFIG["gpu_jobs"]
+        resources |= {"gpu": CONFIG["gpus_per_train"], "cpus_per_gpu": jobs["cpus_per_gpu"],
+                      "mem_mb": jobs["mem_mb_per_gpu"] * CONFIG["gpus_per_train"],
+                      "runtime": TRAIN_MINUTES.get(rule, 0)}  # fmt: skip
     gpus = int(resources.get("gpu", 0))
     cpus = int(resources["cpus_per_gpu"]) * gpus if gpus else int(resources.get("cpus_per_task", 1))
     return {
@@ -93,10 +113,13 @@ def test_profile_names_real_rules_and_complete_requests():
     assert set(profile["set-resources"]) <= rules and set(profile["set-threads"]) <= rules
     # the plugin takes cpus_per_task over cpus_per_gpu: a default one would take the GPU jobs' CPUs away
     assert "cpus_per_task" not in profile["default-resources"]
-    for rule in GPU_RULES:
+    for rule in GPU_RULES - TRAIN_RULES:
         resources = rule_resources(profile, rule)
         assert {"slurm_partition", "gpu", "cpus_per_gpu", "mem_mb", "runtime"} <= set(resources), rule
         assert profile["set-threads"][rule] == resources["cpus_per_gpu"] * resources["gpu"], rule
+    for rule in TRAIN_RULES:  # the workflow derives the rest: a profile's value would override it (refused)
+        assert set(profile["set-resources"][rule]) == {"slurm_partition"}, rule
+        assert rule not in profile["set-threads"], rule
     for rule in LIGHT_RULES:
         assert expected_request(profile, rule)["gpus"] == 0, rule
 
@@ -229,6 +252,8 @@ def test_tiny_dag_runs_through_sbatch_as_the_profile_asks_and_matches_a_local_ru
         assert job.get("TresPerJob") == gpus, (rule, job.get("TresPerJob"))  # --gpus, on a node of counted GPUs
         assert megabytes(job["MinMemoryNode"]) == request["mem_mb"], (rule, job["MinMemoryNode"])
         assert minutes(job["TimeLimit"]) == request["minutes"], (rule, job["TimeLimit"])
+        if rule in TRAIN_RULES:
+            assert job["NumNodes"] == "1", (rule, job["NumNodes"])  # torchrun --standalone: one node
     assert ran == Counter({rule: n for rule, n in stats.items() if rule not in LOCAL_RULES})
 
     # the same DAG on the local machine gives the same results

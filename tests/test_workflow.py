@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import step_command
 from PIL import Image
-from workflow_copy import REPO, run_snakemake, workflow_copy
+from workflow_copy import REPO, paper_workflow, run_snakemake, workflow_copy
 
 from lst.reporting import gallery
 
@@ -246,12 +246,29 @@ def test_a_method_is_one_file(tmp_path):
     dry = run_snakemake(root, "-n", "-p").stdout
     stats = dry.split("Job stats")[1]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}
-    assert counts["train_phase"] == counts["build_replay"] == counts["extract_logits"] == 2 * 2
+    assert counts["train_phase"] == counts["build_replay"] == 2 * 2  # fixed_draw: a stream of its own
+    # phase 1's teacher is the base model of both: its logits are extracted once, in lst's folder
+    assert counts["extract_logits"] == 1 + 2
     assert "method=lst_fixed_draw" in dry and "results/demo/lst_fixed_draw/phase2/eval/metrics.parquet" in dry
+    phase1 = [line for line in dry.splitlines() if "lst.steps.train_phase" in line and " phase=1 " in line]
+    assert len(phase1) == 2 and all("paths.teacher_logits=results/demo/lst/phase1/teacher_logits.parquet" in line
+                                    for line in phase1)  # fmt: skip
     run_snakemake(root, "results/demo/lst_fixed_draw/phase1/replay.parquet", "results/demo/lst/phase1/replay.parquet")
     logs = root / "results/demo/logs/build_replay"
     assert "(fixed_draw draws" in (logs / "lst_fixed_draw_phase1.log").read_text()
     assert "(cycle draws" in (logs / "lst_phase1.log").read_text()
+
+
+def test_a_loss_variant_shares_the_replay_stream_and_not_the_teacher_of_another_base(tmp_path):
+    """lst_seesaw draws its streams as lst does (the same family and settings): one build_replay job per phase
+    for both; its phase 1 teacher is its own base model (base_seesaw): logits of its own."""
+    root = workflow_copy(tmp_path, preset="tiny", methods=["lst", "lst_seesaw"])
+    dry = run_snakemake(root, "-n", "-p").stdout
+    stats = dry.split("Job stats")[1]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}
+    assert (counts["build_replay"], counts["extract_logits"], counts["train_phase"]) == (2, 2 * 2, 2 * 2)
+    seesaw = [line for line in dry.splitlines() if "lst.steps.train_phase" in line and "method=lst_seesaw" in line]
+    assert len(seesaw) == 2 and all("paths.replay=results/demo/lst/phase" in line for line in seesaw)
 
 
 def test_a_config_of_dataset_and_phases_runs_with_the_documented_defaults(tmp_path):
@@ -354,16 +371,7 @@ def test_reruns_are_byte_identical(tiny_run):
 )
 def test_paper_dag_dry_run(tmp_path, dataset, num_categories, phases):
     """The LVIS v0.5 (v1) config, given json files with 1,230 (1,203) categories, shows all 7 phases of every method."""
-    categories = [{"id": i, "name": f"c{i}", "frequency": "r"} for i in range(1, num_categories + 1)]
-    for name in ("train", "val"):
-        path = tmp_path / "data" / "lvis" / f"{dataset}_{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"images": [], "annotations": [], "categories": categories}))
-    (tmp_path / "data" / "weights").mkdir()
-    (tmp_path / "data" / "weights" / "e2e_mask_rcnn_R_50_FPN_1x.pth").write_bytes(b"")
-    lvis = yaml.safe_load((REPO / "config" / f"{dataset}.yaml").read_text())
-    lvis["phases"] = phases  # the number of phases is counted from the json
-    root = workflow_copy(tmp_path, **lvis)
+    root = paper_workflow(tmp_path, dataset, num_categories, phases=phases)  # phases counted from the json
     stats = run_snakemake(root, "-n").stdout.split("Job stats")[1].split("Reasons")[0]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}
     assert counts["train_phase"] == 2 * 6 and counts["build_replay"] == 2 * 6 and counts["extract_logits"] == 6

@@ -14,6 +14,7 @@ from snakemake.settings.types import DeploymentMethod
 # lst from this checkout, here and in the jobs (also under --sdm conda, whose environment lacks lst)
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
+import lst.cluster
 import lst.conf
 import lst.data.lvis_json
 import lst.errors
@@ -125,6 +126,7 @@ wildcard_constraints:
     phase=r"\d+",
 
 
+@functools.cache
 def count_categories(train_json):
     """Categories in the train json, for phase counts given as base + step only; read and checked as the steps
     read it (a file that is missing or not LVIS json: one line naming it)."""
@@ -140,7 +142,10 @@ def count_categories(train_json):
 K = refused(lambda: phase_count(config["phases"], lambda: count_categories(config["dataset"]["train_json"])))
 
 # Processes of each training job (DDP): one per GPU, or gloo processes on a CPU; above 1, torchrun starts them.
-PROCESSES_PER_TRAIN = config["processes_per_train"]
+GPUS_PER_TRAIN = config["gpus_per_train"]
+PROCESSES_PER_TRAIN = refused(
+    lambda: lst.cluster.training_processes(GPUS_PER_TRAIN, config["processes_per_train"])
+)
 TRAINING = ("train_base", "train_phase")  # the steps that run under torchrun
 
 # a phase-0 model folder's files, linked from base/phase0 into every incremental method's phase0
@@ -190,16 +195,46 @@ def model_path(method, phase):
 
 
 def train_phase_inputs(wildcards):
-    """What phase k of an incremental method trains from: model k-1, its stream, teacher logits, meta-module."""
+    """What phase k of an incremental method trains from: model k-1, its stream, teacher logits, meta-module;
+    the stream and the logits from the folder of the method that computes them (shared_step_owner)."""
+    method, phase = wildcards.method, int(wildcards.phase)
     inputs = {
-        "previous": model_path(wildcards.method, int(wildcards.phase) - 1),
-        "replay": f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/replay.parquet",
+        "previous": model_path(method, phase - 1),
+        "replay": f"{RESULTS}/{shared_step_owner('build_replay', method, phase)}/phase{phase}/replay.parquet",
     }
     made = {
-        lst.methods.TEACHER_LOGITS: f"{RESULTS}/{wildcards.method}/phase{wildcards.phase}/teacher_logits.parquet",
-        lst.methods.META: f"{RESULTS}/{base_of(wildcards.method)}/phase0/meta.pt",
+        lst.methods.TEACHER_LOGITS: lambda: (
+            f"{RESULTS}/{shared_step_owner('extract_logits', method, phase)}/phase{phase}/teacher_logits.parquet"
+        ),
+        lst.methods.META: lambda: f"{RESULTS}/{base_of(method)}/phase0/meta.pt",
     }
-    return inputs | {name: made[name] for name in METHODS[wildcards.method].phase_inputs()}
+    return inputs | {name: made[name]() for name in METHODS[method].phase_inputs()}
+
+
+# the incremental methods whose phases read each shared step's output
+SHARED_STEP_USERS = {
+    "build_replay": INCREMENTAL,
+    "extract_logits": [m for m in INCREMENTAL if lst.methods.TEACHER_LOGITS in METHODS[m].phase_inputs()],
+}
+
+
+@functools.cache
+def shared_step_inputs(step, method, phase):
+    """All that ``method``'s job of ``step`` at ``phase`` computes from: the settings the step reads, resolved
+    (of the method section, the family and its settings: what draws the stream), and the previous model."""
+    values = {}
+    for key in READS[step]:
+        value = json.loads(step_setting(step, phase, {"method": method, "phase": phase}, key).partition("=")[2])
+        values[key] = {k: value[k] for k in ("family", "settings")} if key == "method" else value
+    previous = model_path(method, phase - 1) if step == "extract_logits" else None
+    return json.dumps(values, sort_keys=True), previous
+
+
+def shared_step_owner(step, method, phase):
+    """The first method in ``methods`` whose job of ``step`` (build_replay, extract_logits) at ``phase`` computes
+    the same as ``method``'s: the one job for all of them, in its folder."""
+    inputs = shared_step_inputs(step, method, phase)
+    return next(m for m in SHARED_STEP_USERS[step] if shared_step_inputs(step, m, phase) == inputs)
 
 
 # ---- The steps' settings and command lines -------------------------------------------------------------------

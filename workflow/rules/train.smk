@@ -1,5 +1,5 @@
-# train_base, train_joint and train_phase run config["processes_per_train"] DDP processes (torchrun when > 1),
-# sharing the job's threads; train_meta stays one process.
+# train_base, train_joint and train_phase run one DDP process per GPU (gpus_per_train) or processes_per_train
+# on a CPU (torchrun when > 1), sharing the job's threads; their requests: jobs.smk. train_meta stays one process.
 
 
 # a base model (phase 0): the shared one, and one per distinct method.base of the incremental methods
@@ -19,7 +19,9 @@ rule train_base:
         f"{RESULTS}/logs/train_base/{{method}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_base/{{method}}.tsv"
-    threads: config["threads"]
+    threads: TRAIN_THREADS
+    resources:
+        **train_resources("train_base"),
     conda:
         ENV
     params:
@@ -68,7 +70,9 @@ rule train_joint:
         f"{RESULTS}/logs/train_joint/{{method}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_joint/{{method}}.tsv"
-    threads: config["threads"]
+    threads: TRAIN_THREADS
+    resources:
+        **train_resources("train_joint"),
     conda:
         ENV
     params:
@@ -93,7 +97,9 @@ rule train_phase:
         f"{RESULTS}/logs/train_phase/{{method}}_phase{{phase}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_phase/{{method}}_phase{{phase}}.tsv"
-    threads: config["threads"]
+    threads: TRAIN_THREADS
+    resources:
+        **train_resources("train_phase"),
     conda:
         ENV
     params:

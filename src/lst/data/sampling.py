@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lst.conf.schema import QuotaRounding, Remainder, ReplayVariant, choices
-from lst.errors import SamplingError
+from lst.errors import ConfigError, SamplingError
 
 VARIANTS = choices(ReplayVariant)
 QUOTA_ROUNDINGS = choices(QuotaRounding)  # numpy's round (the notebooks') or floor(x + 0.5)
@@ -43,6 +43,17 @@ def phase_seed(seed: int, phase: int) -> int:
 
 def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
+
+
+def per_process_batch(batch_size: int, processes: int, key: str) -> int:
+    """The images per process and iteration of the global batch ``batch_size`` (config ``key``) split across
+    ``processes`` training processes; a batch that does not split evenly is refused."""
+    if processes < 1 or batch_size % processes:
+        raise ConfigError(
+            f"{key}: {batch_size} images per iteration (the global batch) do not split evenly across {processes} "
+            f"training process(es); give a multiple of {processes}"
+        )
+    return batch_size // processes
 
 
 def _check_budget(section: str, iterations: int, batch_size: int, flip_prob: float) -> None:

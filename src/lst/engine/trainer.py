@@ -1,9 +1,9 @@
 """The training of every phase: lst's trainer (its step, on lst.engine.train_loop) and its set-up (optimiser,
 schedule, frozen stages, resume, DDP, AMP); checkpoints, logging and checks are hooks (lst.engine.hooks).
 
-One process, or one rank of a DDP group (lst.engine.distributed): ``batch_size`` is the images per process,
-so an iteration sees ``batch_size x world size`` images and rank r takes the r-th slice of that global
-batch. DistributedDataParallel averages the gradients; rank 0 alone writes checkpoints, TensorBoard
+One process, or one rank of a DDP group (lst.engine.distributed): ``batch_size`` is the global batch, the
+images of an iteration over all processes; each of W processes takes ``batch_size / W`` of them, rank r the
+r-th slice. DistributedDataParallel averages the gradients; rank 0 alone writes checkpoints, TensorBoard
 and the log file, and every rank resumes from rank 0's ``last.pt``.
 
 The random choices inside a step (which anchors and RoIs the balanced samplers keep) are drawn per
@@ -34,6 +34,7 @@ from torchvision.models.detection._utils import BalancedPositiveNegativeSampler
 
 from lst.conf.schema import Optimizer, Schedule
 from lst.data.dataset import SampleStream, collate
+from lst.data.sampling import per_process_batch
 from lst.engine import distributed
 from lst.engine.hooks import (
     CallbackHook,
@@ -299,7 +300,8 @@ def train(
 ) -> dict[str, Any]:
     """Train ``model`` on ``stream`` for ``cfg['iterations']`` iterations; return the final checkpoint dict.
 
-    ``stream`` is this process's share of the samples, ``cfg['batch_size']`` per iteration. Every
+    ``stream`` is this process's share of the samples: ``cfg['batch_size']`` (the global batch) divided by the
+    processes, per iteration. Every
     ``checkpoint_period`` iterations ``work_dir/last.pt`` holds model, optimiser, schedule (and fp16
     loss-scale) state, and the ``state_dict()`` of each of ``method_state``'s objects (a method's classification
     loss and teacher terms, lst.methods.method); a rerun with the same fingerprint resumes from it, restores
@@ -312,8 +314,9 @@ def train(
     collective) and may put the model in eval mode: the trainer restores training mode after the hooks.
     """
     work_dir, iterations = Path(work_dir), cfg["iterations"]
-    if len(stream) < iterations * cfg["batch_size"]:
-        raise TrainingError(f"the sample stream has {len(stream)} samples, {iterations * cfg['batch_size']} needed")
+    local_batch = per_process_batch(cfg["batch_size"], distributed.world_size(), "batch_size")
+    if len(stream) < iterations * local_batch:
+        raise TrainingError(f"the sample stream has {len(stream)} samples, {iterations * local_batch} needed")
     run_id = run_fingerprint(cfg, checkpoint_fields, stream, seed)
     device = device or torch.device("cpu")
     amp = precision(cfg, device)
@@ -325,7 +328,7 @@ def train(
     state = TrainingState(work_dir / "last.pt", run_id, model, optimizer, scheduler, scaler, method_state)
     start = state.resume()
     step = data_parallel(LossStep(model, extra_losses), device)
-    loader = batches(stream, cfg, start, device, seed)
+    loader = batches(stream, local_batch, cfg, start, device, seed)
     with keyed_sampling(model) as set_keys:
         trainer = Trainer(model, step, loader, state, set_keys, frozen, seed, amp, device)
         trainer.register_hooks([
@@ -338,7 +341,7 @@ def train(
         trainer.train_mode()
         log.info(
             "training %d iterations of %d images (%d per process x %d) from iteration %d%s", iterations,
-            cfg["batch_size"] * distributed.world_size(), cfg["batch_size"], distributed.world_size(), start,
+            cfg["batch_size"], local_batch, distributed.world_size(), start,
             f", autocast {amp}" if amp != "off" else "",
         )  # fmt: skip
         trainer.train(start, iterations)
@@ -390,10 +393,10 @@ def data_parallel(step: LossStep, device: torch.device) -> nn.Module:
 
 
 def batches(
-    stream: SampleStream, cfg: dict[str, Any], start: int, device: torch.device, seed: int
+    stream: SampleStream, batch_size: int, cfg: dict[str, Any], start: int, device: torch.device, seed: int
 ) -> torch.utils.data.DataLoader:
-    """The batches of iterations ``start + 1 .. cfg['iterations']``, in the stream's order."""
-    batch_size = cfg["batch_size"]
+    """The batches of ``batch_size`` images (this process's) of iterations ``start + 1 .. cfg['iterations']``, in
+    the stream's order."""
     return torch.utils.data.DataLoader(
         torch.utils.data.Subset(stream, range(start * batch_size, cfg["iterations"] * batch_size)),
         batch_size=batch_size,

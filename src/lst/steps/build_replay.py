@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lst.data import tables
-from lst.data.sampling import aspect_groups, phase_seed, replay_quotas
+from lst.data.sampling import aspect_groups, per_process_batch, phase_seed, replay_quotas
 from lst.methods import StreamRequest
 from lst.steps import method_of, require, step
 
@@ -37,8 +37,10 @@ def main(cfg: dict[str, Any]) -> None:
     train = annotations[(annotations["split"] == "train") & ~annotations["iscrowd"]]  # crowd regions: no targets
     seen = train["category_id"].isin(plan.loc[plan["phase"] <= phase, "category_id"])
     image_ids = np.sort(train.loc[seen, "image_id"].unique())  # the phase's cumulative set
+    # the stream of every training process, each taking its share of the global batch
+    local_batch = per_process_batch(train_cfg["batch_size"], replay["world_size"], "train_phase.batch_size")
     request = StreamRequest(
-        plan, train, image_ids, phase, train_cfg["iterations"], train_cfg["batch_size"], replay["world_size"],
+        plan, train, image_ids, phase, train_cfg["iterations"], local_batch, replay["world_size"],
         phase_seed(cfg["seed"], phase), train_cfg["flip_prob"], groups,
     )  # fmt: skip
     stream = method.stream(request)

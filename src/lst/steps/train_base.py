@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from lst.conf.schema import JointBudget
 from lst.data.dataset import SampleStream
 from lst.data.phase_data import load_phase_plan, phase_data
-from lst.data.sampling import aspect_groups
+from lst.data.sampling import aspect_groups, per_process_batch
 from lst.engine import distributed
+from lst.engine.budget import base_schedule
 from lst.engine.trainer import rank_samples, train
 from lst.evaluation.periodic_eval import publish_curve, training_hooks
 from lst.io import file_digest
@@ -53,6 +53,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     method = method_of(cfg)
     model_cfg["extra_logits"] = method.extra_logits()  # the loss's layout, kept with the model
     train_cfg = training_config(cfg, split_dir)  # a joint model's budget derived
+    local_batch = per_process_batch(train_cfg["batch_size"], context.world_size, "train_base.batch_size")
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
     provenance: dict[str, Any] = {}
     init = None
@@ -79,11 +80,12 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         log.info("backbone body initialised from %s (sha256 %s); the heads train from scratch", backbone_file, digest)
     else:
         log.info("no COCO checkpoint or backbone weights configured: the model trains from scratch")
-    # the global stream (batch_size images per process per iteration), of which this rank takes its share
+    # the stream of every process (batch_size images per iteration over all of them), of which this rank takes
+    # its share
     groups = aspect_groups(data.images) if train_cfg["aspect_grouping"] else None
     request = StreamRequest(
         load_phase_plan(split_dir), data.annotations, data.image_ids(), phase, train_cfg["iterations"],
-        train_cfg["batch_size"], context.world_size, seed, train_cfg["flip_prob"], groups,
+        local_batch, context.world_size, seed, train_cfg["flip_prob"], groups,
     )  # fmt: skip
     stream = rank_samples(method.stream(request), context.rank, context.world_size)
     log.info(
@@ -118,26 +120,15 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
 
 def training_config(cfg: dict[str, Any], split_dir: str) -> dict[str, Any]:
     """train_base, with a joint model's (phase > 0) budget derived per ``train_base.joint_budget``."""
-    train_cfg = cfg["train_base"]
-    if cfg["phase"] == 0 or JointBudget(train_cfg["joint_budget"]) is JointBudget.base:
-        return train_cfg
-    num_incremental = int(load_phase_plan(split_dir)["phase"].max())
-    train_cfg = equal_images_budget(train_cfg, cfg["train_phase"], num_incremental)
-    log.info(
-        "joint budget (equal_images): the images of the base phase and %d incremental phases, %d iterations of "
-        "%d images per process, lr steps %s",
-        num_incremental, train_cfg["iterations"], train_cfg["batch_size"], train_cfg["steps"],
-    )  # fmt: skip
+    num_incremental = int(load_phase_plan(split_dir)["phase"].max()) if cfg["phase"] else 0
+    train_cfg = base_schedule(cfg, num_incremental)
+    if train_cfg is not cfg["train_base"]:
+        log.info(
+            "joint budget (equal_images): the images of the base phase and %d incremental phases, %d iterations "
+            "of %d images, lr steps %s",
+            num_incremental, train_cfg["iterations"], train_cfg["batch_size"], train_cfg["steps"],
+        )  # fmt: skip
     return train_cfg
-
-
-def equal_images_budget(base: dict[str, Any], phase: dict[str, Any], num_incremental: int) -> dict[str, Any]:
-    """``base`` (train_base) stretched to as many images per process as the base phase and
-    ``num_incremental`` incremental phases see together; multistep steps keep their fractions."""
-    images = base["iterations"] * base["batch_size"] + num_incremental * phase["iterations"] * phase["batch_size"]
-    iterations = -(-images // base["batch_size"])
-    steps = [round(step * iterations / base["iterations"]) for step in base["steps"]]
-    return {**base, "iterations": iterations, "steps": steps}
 
 
 if __name__ == "__main__":

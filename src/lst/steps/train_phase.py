@@ -16,7 +16,7 @@ import torch
 from lst.data import tables
 from lst.data.dataset import SampleStream
 from lst.data.phase_data import load_phase_plan, phase_data
-from lst.data.sampling import phase_seed
+from lst.data.sampling import per_process_batch, phase_seed
 from lst.engine import distributed
 from lst.engine.trainer import rank_samples, train
 from lst.errors import CheckpointError
@@ -46,6 +46,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
     inputs = dict(zip(names, require(cfg, *(f"paths.{name}" for name in names)), strict=True))
     work_dir = training_dir(cfg)
     phase, train_cfg, seed = cfg["phase"], cfg["train_phase"], phase_seed(cfg["seed"], cfg["phase"])
+    per_process_batch(train_cfg["batch_size"], context.world_size, "train_phase.batch_size")  # refused early
     data = phase_data(data_dir, split_dir, phase, "train", image_root)
     previous = load_checkpoint(previous_path, required=("model", "category_ids", "config"))
     old_ids = list(previous["category_ids"])
