@@ -429,7 +429,9 @@ def test_bad_config_values_are_refused_in_one_line(dataset, split_dir, tmp_path,
 
 
 def test_missing_images_stop_the_dag_before_training(tmp_path):
-    """Through Snakemake: the check fails before any training; its report is not written."""
+    """Through Snakemake: the check fails before any training; its report is not written. (A folder that does
+    not exist is refused earlier, when the DAG is built: tests/test_dag_checks.py.)"""
+    (tmp_path / "missing").mkdir()  # the folder is there, its images are not
     files = {"train": write_lvis(tmp_path / "train.json", TINY_TRAIN)}
     files["val"] = write_lvis(tmp_path / "val.json", TINY_VAL)
     dataset = {"name": "noimages", "train_json": str(files["train"]), "val_json": str(files["val"]),

@@ -1,5 +1,6 @@
 """What a dry run catches before any job: phases that need more classes than the train json has, an image
-folder that does not exist, and the demo's toy preset on another dataset (a warning)."""
+folder that does not exist (when a job reads images: annotation-only targets need none), and the demo's toy
+preset on another dataset (a warning)."""
 
 import json
 
@@ -26,7 +27,7 @@ def root(tmp_path):
 def refusal(root, **config) -> str:
     result = run_snakemake(configure(root, **config), "-n", check=False)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Building DAG" not in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout + result.stderr  # refused while the DAG is built: no job planned
     assert not (root / "results").exists()
     return result.stderr
 

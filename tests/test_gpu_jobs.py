@@ -1,4 +1,4 @@
-"""A training job's processes, global batch and cluster request: lst.cluster by hand, and the dry run of the
+"""A training job's processes, global batch and cluster request: lst.engine.cluster by hand, and the dry run of the
 LVIS v1 paper config on 8 GPUs per job through profiles/slurm, as docs/cluster.md shows it."""
 
 import re
@@ -6,7 +6,7 @@ import re
 import pytest
 from workflow_copy import paper_workflow, run_snakemake
 
-from lst.cluster import training_job, training_processes
+from lst.engine.cluster import training_job, training_processes
 from lst.errors import ConfigError
 
 GPU_JOBS = {"cpus_per_gpu": 8, "mem_mb_per_gpu": 32000, "seconds_per_image": {"resnet50_fpn": 0.25},

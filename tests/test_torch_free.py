@@ -25,7 +25,7 @@ DATA_MODULES = [
     "lst.reporting.report", "lst.reporting.summary_page", "lst.data.segmentation",
     "lst.conf.schema", "lst.conf.typed", "lst.cli.lst_eval", "lst.steps",
     "lst.methods", "lst.methods.finetune", "lst.methods.replay", "lst.methods.distill", "lst.methods.lst",
-    "lst.methods.joint", "lst.cluster", "lst.engine.budget",
+    "lst.methods.joint", "lst.engine.cluster", "lst.engine.budget",
     "lst.steps.prepare_data", "lst.steps.check_data", "lst.steps.split", "lst.steps.build_replay",
     "lst.steps.make_demo",
 ]  # fmt: skip

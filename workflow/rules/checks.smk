@@ -17,6 +17,14 @@ def check_phase_classes():
             raise lst.errors.PhasePlanError(f"{error}; {train_json} has {num_categories} categories") from None
 
 
+def checked_image_folders(wildcards):
+    """check_data's input function: every image folder exists, but the one make_demo writes; it adds no input.
+    Evaluated while the DAG is built, and only when a job reads images: annotation-only targets (split,
+    build_replay) need no images."""
+    refused(check_image_folders)
+    return []
+
+
 def check_image_folders():
     """Every image folder exists, but the one make_demo writes."""
     image_root = config["dataset"]["image_root"]
@@ -42,6 +50,5 @@ def toy_preset_warning():
 
 if workflow.is_main_process:  # not again in every cluster job (a 1 GB json is read for its categories)
     refused(check_phase_classes)
-    refused(check_image_folders)
     if warning := toy_preset_warning():
         print(warning, file=sys.stderr)

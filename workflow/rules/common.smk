@@ -14,7 +14,7 @@ from snakemake.settings.types import DeploymentMethod
 # lst from this checkout, here and in the jobs (also under --sdm conda, whose environment lacks lst)
 SRC = Path(workflow.basedir) / "src"
 sys.path.insert(0, str(SRC))
-import lst.cluster
+import lst.engine.cluster
 import lst.conf
 import lst.data.lvis_json
 import lst.errors
@@ -144,7 +144,7 @@ K = refused(lambda: phase_count(config["phases"], lambda: count_categories(confi
 # Processes of each training job (DDP): one per GPU, or gloo processes on a CPU; above 1, torchrun starts them.
 GPUS_PER_TRAIN = config["gpus_per_train"]
 PROCESSES_PER_TRAIN = refused(
-    lambda: lst.cluster.training_processes(GPUS_PER_TRAIN, config["processes_per_train"])
+    lambda: lst.engine.cluster.training_processes(GPUS_PER_TRAIN, config["processes_per_train"])
 )
 TRAINING = ("train_base", "train_phase")  # the steps that run under torchrun
 

@@ -50,6 +50,7 @@ rule split:
 
 rule check_data:
     input:
+        checked_image_folders,  # refuses a missing folder at DAG build
         data_dir=DATA,
     output:
         report=CHECKED,

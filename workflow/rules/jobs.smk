@@ -1,5 +1,5 @@
 # What each training job asks for: its DDP processes share the global batch, and with gpus_per_train its
-# GPUs, CPUs, memory and time limit come from here (lst.cluster), sized from each model's schedule; the
+# GPUs, CPUs, memory and time limit come from here (lst.engine.cluster), sized from each model's schedule; the
 # cluster profile names only the partitions. Checked when the DAG is built, before any job.
 import lst.engine.budget
 from lst.data.sampling import per_process_batch
@@ -37,13 +37,13 @@ def check_batches():
 
 
 def gpu_jobs():
-    """{(rule_name, method): lst.cluster.TrainingJob} of every training job on GPUs."""
+    """{(rule_name, method): lst.engine.cluster.TrainingJob} of every training job on GPUs."""
     jobs = {}
     for rule_name, methods in TRAIN_RULES.items():
         for method in methods:
             schedule, key = training_schedule(rule_name, method)
             backbone = training_config("train_base", base_of(method))["model"]["backbone"]
-            job = lst.cluster.training_job(schedule, backbone, GPUS_PER_TRAIN, config["gpu_jobs"], key)
+            job = lst.engine.cluster.training_job(schedule, backbone, GPUS_PER_TRAIN, config["gpu_jobs"], key)
             jobs[rule_name, method] = job
     device = training_config("train_base", BASE)["device"]
     if device == "cpu":
