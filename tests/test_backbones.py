@@ -195,7 +195,7 @@ def test_workflow_passes_backbone_weights_to_the_models_built_afresh(tmp_path):
     weights = tmp_path / "imagenet.pth"
     weights.write_bytes(b"")  # a dry run only needs the file to exist
     root = workflow_copy(tmp_path / "wf", preset="tiny", backbone_weights=str(weights))
-    targets = ["results/demo/joint/phase2/model.pt", "results/demo/finetune/phase1/model.pt"]
+    targets = ["results/demo/seed0/joint/phase2/model.pt", "results/demo/seed0/finetune/phase1/model.pt"]
     dry = run_snakemake(root, "-n", "-p", *targets).stdout
     commands = [line for line in dry.splitlines() if " -m lst.steps." in line]
     fresh = [line for line in commands if " -m lst.steps.train_base " in line]  # rules train_base, train_joint

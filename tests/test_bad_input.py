@@ -437,7 +437,7 @@ def test_missing_images_stop_the_dag_before_training(tmp_path):
     dataset = {"name": "noimages", "train_json": str(files["train"]), "val_json": str(files["val"]),
                "image_root": str(tmp_path / "missing")}  # fmt: skip
     root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset, phases={"sizes": [2, 1]}, methods=["lst"])
-    result = run_snakemake(root, "results/noimages/lst/phase1/model.pt", check=False)
+    result = run_snakemake(root, "results/noimages/seed0/lst/phase1/model.pt", check=False)
     assert result.returncode != 0
     log = (root / "results/noimages/logs/check_data.log").read_text()
     assert f"3 images missing: {tmp_path / 'missing'}" in log

@@ -420,9 +420,9 @@ def test_snakemake_passes_per_split_image_folders(coco_files, tmp_path):
     dataset = {"name": "cocogen", "train_json": str(coco_files["train"]), "val_json": str(coco_files["val"]),
                "image_root": {k: str(v) for k, v in roots.items()}}  # fmt: skip
     root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset, phases={"sizes": [2, 2]}, methods=["lst"])
-    run_snakemake(root, "results/cocogen/data/check.md", "results/cocogen/lst/phase1/replay.parquet")
+    run_snakemake(root, "results/cocogen/data/check.md", "results/cocogen/seed0/lst/phase1/replay.parquet")
     assert "images checked: 10" in (root / "results/cocogen/data/check.md").read_text()
-    assert (root / "results/cocogen/lst/phase1/replay.parquet").is_file()
+    assert (root / "results/cocogen/seed0/lst/phase1/replay.parquet").is_file()
 
 
 # --------------------------------------------------------------------------- the real coco-mini, in place

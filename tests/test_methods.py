@@ -286,11 +286,11 @@ def test_the_documented_method_of_your_own_runs_and_changes_the_weights(tmp_path
     run_snakemake(root, *command[1:])
     results = root / "results" / "demo"
     for phase in (1, 2):
-        focal = torch.load(results / f"lst_focal/phase{phase}/model.pt", weights_only=True)["model"]
-        plain = torch.load(results / f"lst/phase{phase}/model.pt", weights_only=True)["model"]
+        focal = torch.load(results / f"seed0/lst_focal/phase{phase}/model.pt", weights_only=True)["model"]
+        plain = torch.load(results / f"seed0/lst/phase{phase}/model.pt", weights_only=True)["model"]
         assert not all(torch.equal(value, plain[key]) for key, value in focal.items())
     # the same stream and teacher: only the loss differs
-    replay = [(results / m / "phase1/replay.parquet").read_bytes() for m in ("lst", "lst_focal")]
+    replay = [(results / "seed0" / m / "phase1/replay.parquet").read_bytes() for m in ("lst", "lst_focal")]
     assert replay[0] == replay[1]
     assert "| lst_focal |" in (results / "summary.md").read_text()
     # the file edited out of its range: refused at the DAG's build, in one line, before any job
@@ -312,15 +312,19 @@ def test_one_base_model_per_distinct_base_shared_by_the_methods_naming_it(tmp_pa
     (root / "my_methods" / "mine.yaml").write_text(SEESAW_META)
     jobs = dry_run_blocks(run_snakemake(root, "-n").stdout)
     trained = sorted(job["wildcards"] for job in jobs if job["rule"] == "train_base")
-    assert trained == ["method=base", "method=base_eqlv2", "method=base_seesaw"]  # three bases, each once
+    assert trained == [
+        "seed=0, method=base",
+        "seed=0, method=base_eqlv2",
+        "seed=0, method=base_seesaw",
+    ]  # three bases, each once
     linked = {job["output"]: job["input"] for job in jobs if job["rule"] == "link_base"}
     for method, base in [("lst", "base"), ("lst_seesaw", "base_seesaw"), ("lst_eqlv2", "base_eqlv2"),
                          ("mine", "base_seesaw")]:  # fmt: skip
-        assert linked[f"results/demo/{method}/phase0/model.pt"] == f"results/demo/{base}/phase0/model.pt"
+        assert linked[f"results/demo/seed0/{method}/phase0/model.pt"] == f"results/demo/seed0/{base}/phase0/model.pt"
     # the meta-module of mine's base; mine's phases train from it
-    assert [job["wildcards"] for job in jobs if job["rule"] == "train_meta"] == ["method=base_seesaw"]
+    assert [job["wildcards"] for job in jobs if job["rule"] == "train_meta"] == ["seed=0, method=base_seesaw"]
     phase1 = next(job for job in jobs if job["rule"] == "train_phase" and "mine/phase1" in job["output"])
-    assert "results/demo/base_seesaw/phase0/meta.pt" in phase1["input"]
+    assert "results/demo/seed0/base_seesaw/phase0/meta.pt" in phase1["input"]
 
 
 def dry_run_blocks(dry: str) -> list[dict[str, str]]:

@@ -72,15 +72,15 @@ def test_models_start_from_imagenet_and_learn_the_most_frequent_classes(photo_ru
     sizes = config["phases"]["sizes"]
     ranked = top_classes(COCO_MINI / "annotations" / "instances_train2017.json", sum(sizes))
     assert ranked[0] == 1  # person, coco-mini's head class
-    base = torch.load(results / "base" / "phase0" / "model.pt", weights_only=True)
+    base = torch.load(results / "seed0" / "base" / "phase0" / "model.pt", weights_only=True)
     assert base["category_ids"] == ranked[: sizes[0]]
     assert base["meta"]["backbone_weights"] == {"path": str(WEIGHTS), "sha256": WEIGHTS_SHA256}
     assert base["config"]["model"]["backbone"] == "mobilenet_v2_fpn"
     for method in ("finetune", "lst"):
         for phase in (1, 2):
-            model = torch.load(results / method / f"phase{phase}" / "model.pt", weights_only=True)
+            model = torch.load(results / "seed0" / method / f"phase{phase}" / "model.pt", weights_only=True)
             assert model["category_ids"] == ranked[: sum(sizes[: phase + 1])]
-    joint = torch.load(results / "joint" / "phase2" / "model.pt", weights_only=True)
+    joint = torch.load(results / "seed0" / "joint" / "phase2" / "model.pt", weights_only=True)
     assert joint["category_ids"] == ranked and joint["meta"]["backbone_weights"]["sha256"] == WEIGHTS_SHA256
 
 
@@ -109,7 +109,7 @@ def test_detections_name_coco_minis_own_images_and_categories(photo_run):
     ranked = top_classes(COCO_MINI / "annotations" / "instances_train2017.json", sum(config["phases"]["sizes"]))
     for method, phase in (("base", 0), ("finetune", 1), ("lst", 2), ("joint", 2)):
         seen = set(ranked[: sum(config["phases"]["sizes"][: phase + 1])])
-        folder = results / method / f"phase{phase}" / "eval"
+        folder = results / "seed0" / method / f"phase{phase}" / "eval"
         metrics = tables.read_table(folder / "metrics.parquet", tables.METRICS)
         for iou_type in ("segm", "bbox"):
             names = set(metrics.loc[metrics["iou_type"] == iou_type, "metric"])

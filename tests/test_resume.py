@@ -8,7 +8,7 @@ import time
 import torch
 from workflow_copy import run_snakemake, snakemake_command, workflow_copy
 
-TARGET = "results/demo/base/phase0/model.pt"
+TARGET = "results/demo/seed0/base/phase0/model.pt"
 LONGER = {"train_base": ["train_base.iterations=40", "train_base.checkpoint_period=10", "train_base.log_period=10"]}
 
 
@@ -19,7 +19,7 @@ def test_sigkill_then_rerun_resumes_to_identical_weights(tmp_path):
     killed = workflow_copy(tmp_path / "killed", preset="tiny", overrides=LONGER)
     process = subprocess.Popen(snakemake_command(TARGET), cwd=killed, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
-    checkpoint = killed / "results/demo/base/phase0/train/last.pt"
+    checkpoint = killed / "results/demo/seed0/base/phase0/train/last.pt"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -30,8 +30,8 @@ def test_sigkill_then_rerun_resumes_to_identical_weights(tmp_path):
 
     run_snakemake(killed, "--unlock")
     run_snakemake(killed, TARGET)
-    log = (killed / "results/demo/logs/train_base/base.log").read_text()
-    assert "resuming from results/demo/base/phase0/train/last.pt at iteration" in log
+    log = (killed / "results/demo/logs/train_base/seed0_base.log").read_text()
+    assert "resuming from results/demo/seed0/base/phase0/train/last.pt at iteration" in log
     resumed_at = int(log.split("at iteration ")[1].split()[0])
     assert 10 <= resumed_at < 40
 

@@ -35,7 +35,7 @@ LOCK = Path(tempfile.gettempdir()) / "lst-slurm-one-node.lock"  # one such clust
 
 # base + 1 phase of one method, evaluated once: every kind of job, light and GPU, in about 10 jobs.
 # A smaller val set, and low-score detections kept (at most 5 per image) so that metrics are not all 0.
-TARGET = "results/demo/finetune/phase1/eval/metrics.parquet"
+TARGET = "results/demo/seed0/finetune/phase1/eval/metrics.parquet"
 # The training jobs on 1 GPU each (on this CPU node: device auto is the CPU), 3 s per image on the tiny model.
 CONFIG = {
     "preset": "tiny",
@@ -62,10 +62,12 @@ SAME_BYTES = [
     "results/demo/split/categories.parquet",
     "results/demo/split/images.parquet",
     "results/demo/split/phases.parquet",
-    "results/demo/finetune/phase1/replay.parquet",
+    "results/demo/seed0/finetune/phase1/replay.parquet",
 ]
-SAME_WEIGHTS = ["results/demo/base/phase0/model.pt", "results/demo/finetune/phase1/model.pt"]
-SAME_TABLES = [f"results/demo/finetune/phase1/eval/{name}.parquet" for name in ("metrics", "per_class", "detections")]
+SAME_WEIGHTS = ["results/demo/seed0/base/phase0/model.pt", "results/demo/seed0/finetune/phase1/model.pt"]
+SAME_TABLES = [
+    f"results/demo/seed0/finetune/phase1/eval/{name}.parquet" for name in ("metrics", "per_class", "detections")
+]
 
 
 def load_profile() -> dict:

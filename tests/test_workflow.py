@@ -39,10 +39,12 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     assert (results / "split" / "phases.md").read_text().count("\n") == 5
     for method in ("finetune", "lst"):
         # phase 0 of an incremental method is the shared base model
-        assert (results / method / "phase0" / "model.pt").resolve() == (results / "base/phase0/model.pt").resolve()
-        assert (results / method / "phase0" / "eval" / "metrics.parquet").is_file()
+        assert (results / "seed0" / method / "phase0" / "model.pt").resolve() == (
+            results / "seed0/base/phase0/model.pt"
+        ).resolve()
+        assert (results / "seed0" / method / "phase0" / "eval" / "metrics.parquet").is_file()
         for phase in (1, 2):
-            folder = results / method / f"phase{phase}"
+            folder = results / "seed0" / method / f"phase{phase}"
             checkpoint = torch.load(folder / "model.pt", weights_only=True)
             assert len(checkpoint["category_ids"]) == 12 + 6 * phase
             assert checkpoint["category_ids"] == split.sort_values("rank")["category_id"].tolist()[: 12 + 6 * phase]
@@ -56,12 +58,12 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
                 assert (folder / "eval" / f"{name}.parquet").is_file()
             tables_md = (folder / "eval" / "metrics.md").read_text()  # the same numbers for people
             assert "| AP |" in tables_md and "| <10 |" in tables_md and tables_md.count("\n| ") >= 12 + 6 * phase
-    logits = pq.read_table(results / "lst" / "phase1" / "teacher_logits.parquet")
+    logits = pq.read_table(results / "seed0" / "lst" / "phase1" / "teacher_logits.parquet")
     assert logits.schema.field("logits").type.list_size == 1 + 12
     # lst_seesaw: its own base model, trained with Seesaw; the objectness logit kept last as the phases grow,
     # and left out of the distilled scores
-    seesaw = results / "lst_seesaw"
-    assert (seesaw / "phase0" / "model.pt").resolve() == (results / "base_seesaw/phase0/model.pt").resolve()
+    seesaw = results / "seed0" / "lst_seesaw"
+    assert (seesaw / "phase0" / "model.pt").resolve() == (results / "seed0/base_seesaw/phase0/model.pt").resolve()
     for phase in (0, 1, 2):
         checkpoint = torch.load(seesaw / f"phase{phase}" / "model.pt", weights_only=True)
         rows = checkpoint["model"]["roi_heads.box_predictor.cls_score.weight"]
@@ -69,29 +71,29 @@ def test_whole_dag_writes_every_interface_file(tiny_run):
     logits = pq.read_table(seesaw / "phase1" / "teacher_logits.parquet")
     assert logits.schema.field("logits").type.list_size == 1 + 12
     assert set(logits.column("flip").to_pylist()) == {False, True}
-    assert not (results / "finetune" / "phase1" / "teacher_logits.parquet").exists()
+    assert not (results / "seed0" / "finetune" / "phase1" / "teacher_logits.parquet").exists()
     # the joint baseline learns every class at once, with no incremental phases
-    joint = torch.load(results / "joint_rfs" / "phase2" / "model.pt", weights_only=True)
+    joint = torch.load(results / "seed0" / "joint_rfs" / "phase2" / "model.pt", weights_only=True)
     assert joint["category_ids"] == split.sort_values("rank")["category_id"].tolist()
-    assert not (results / "joint_rfs" / "phase1").exists()
+    assert not (results / "seed0" / "joint_rfs" / "phase1").exists()
     # Hydra's record of each step's config is kept beside the logs, never among the outputs
-    assert (results / "logs/hydra/train_phase/lst_phase1/config.yaml").is_file()
+    assert (results / "logs/hydra/train_phase/seed0_lst_phase1/config.yaml").is_file()
     assert not list(results.rglob(".hydra")) and not list(results.rglob("train_phase.log"))
-    rfs_log = (root / "results/demo/logs/train_joint/joint_rfs.log").read_text()
+    rfs_log = (root / "results/demo/logs/train_joint/seed0_joint_rfs.log").read_text()
     repeats = float(rfs_log.split("repeat-factor sampling: ")[1].split()[0])
     assert repeats > 1.0  # the tiny preset's threshold repeats the rarer classes' images
     # lst_meta: the new rows come from the meta-module trained on the base classes
-    assert (results / "base" / "phase0" / "meta.pt").is_file()
+    assert (results / "seed0" / "base" / "phase0" / "meta.pt").is_file()
     assert (
         "generated the rows of 6 new classes"
-        in (root / "results/demo/logs/train_phase/lst_meta_phase1.log").read_text()
+        in (root / "results/demo/logs/train_phase/seed0_lst_meta_phase1.log").read_text()
     )
 
 
 def test_metrics_and_summary(tiny_run):
     root, _ = tiny_run
     results = root / "results" / "demo"
-    metrics = pd.read_parquet(results / "lst" / "phase2" / "eval" / "metrics.parquet")
+    metrics = pd.read_parquet(results / "seed0" / "lst" / "phase2" / "eval" / "metrics.parquet")
     assert list(metrics.columns) == ["iou_type", "metric", "value"]
     for iou_type in ("segm", "bbox"):
         names = set(metrics.loc[metrics["iou_type"] == iou_type, "metric"])
@@ -114,8 +116,8 @@ def test_metrics_and_summary(tiny_run):
     cell, title = round(gallery.CELL * gallery.DPI), round(gallery.TITLE * gallery.DPI)
     for png, columns in [
         ("plots/gallery.png", 6),
-        ("lst/phase2/eval/gallery.png", 2),
-        ("lst/phase0/eval/gallery.png", 2),
+        ("seed0/lst/phase2/eval/gallery.png", 2),
+        ("seed0/lst/phase0/eval/gallery.png", 2),
     ]:
         with Image.open(results / png) as image:
             assert image.size == (columns * cell, 6 * cell + title), png
@@ -124,7 +126,7 @@ def test_metrics_and_summary(tiny_run):
     assert re.search(r"gallery.png \(phase 2\): finetune (score >= \d\.\d\d|no correct detection), lst ", drawn)
     # periodic evaluation is off in the tiny preset: every model has an empty curve
     for folder in ("base/phase0", "lst/phase0", "lst/phase2", "joint_rfs/phase2"):
-        curve = pd.read_parquet(results / folder / "eval_curve.parquet")
+        curve = pd.read_parquet(results / "seed0" / folder / "eval_curve.parquet")
         assert list(curve.columns) == ["iteration", "iou_type", "metric", "value"] and curve.empty
 
 
@@ -139,7 +141,7 @@ def test_nothing_to_redo_and_rerun_from_a_phase(tiny_run):
     root, _ = tiny_run
     assert "Nothing to be done" in run_snakemake(root, "-n").stdout
     # each gallery is an output of its rule: forced, the rule's job is what would run
-    for target, rule in [("lst/phase2/eval/gallery.png", "evaluate"), ("plots/gallery.png", "gallery")]:
+    for target, rule in [("seed0/lst/phase2/eval/gallery.png", "evaluate"), ("plots/gallery.png", "gallery")]:
         assert jobs_of(run_snakemake(root, "-n", "--force", f"results/demo/{target}").stdout) == {rule}
     dry = run_snakemake(root, "-n", "--forcerun", "train_phase").stdout
     assert "train_base" not in dry.split("Job stats")[1]
@@ -187,7 +189,7 @@ def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
     assert {"build_replay", "train_base", "train_joint"} <= triggered <= readers and "train_phase" in jobs
     assert not DATA_STEPS & jobs
     # train_phase for its own setting: with only train_phase allowed to run, its inputs stay
-    phase1 = "results/demo/lst/phase1/model.pt"
+    phase1 = "results/demo/seed0/lst/phase1/model.pt"
     assert dry_run_jobs(root, phase1, "--allowed-rules", "train_phase", processes_per_train=2)[1] == {"train_phase"}
     assert dry_run_jobs(root, phase1, "--allowed-rules", "train_phase", threads=1)[0] == set()
     # another split of the 24 classes into the same number of phases: split and what reads its files
@@ -199,10 +201,11 @@ def test_a_changed_setting_reruns_exactly_the_steps_that_read_it(tiny_run):
     jobs, triggered = dry_run_jobs(root, **fewer)
     assert triggered == {"evaluate"} and {"gallery", "report"} <= jobs and not DATA_STEPS & jobs
     assert dry_run_jobs(root, "results/demo/plots/gallery.png", "--allowed-rules", "gallery", **fewer)[1] == {"gallery"}
-    # the seed: the steps that draw random numbers (samples, initialisation, episodes)
-    jobs, triggered = dry_run_jobs(root, seed=1)
-    assert {"build_replay", "train_base", "train_joint"} <= triggered <= readers | {"train_meta"}
-    assert not DATA_STEPS & jobs
+    # another seed: its own folder of models, streams and evaluations; the data steps and seed 0's are kept,
+    # and only the report and the gallery (which list the models) rerun for their changed settings
+    jobs, triggered = dry_run_jobs(root, seeds=[0, 1])
+    assert {"build_replay", "train_base", "train_joint", "train_meta", "train_phase", "evaluate"} <= jobs
+    assert not DATA_STEPS & jobs and triggered == {"report", "gallery"}
 
 
 def test_replay_indices_build_from_annotations_alone(tmp_path):
@@ -213,8 +216,8 @@ def test_replay_indices_build_from_annotations_alone(tmp_path):
     dataset = {"name": "nopixels", "train_json": str(files["train_json"]), "val_json": str(files["val_json"]),
                "image_root": str(tmp_path / "missing")}  # fmt: skip
     root = workflow_copy(tmp_path / "wf", preset="tiny", dataset=dataset)
-    run_snakemake(root, "results/nopixels/lst/phase1/replay.parquet")
-    assert (root / "results/nopixels/lst/phase1/replay.parquet").is_file()
+    run_snakemake(root, "results/nopixels/seed0/lst/phase1/replay.parquet")
+    assert (root / "results/nopixels/seed0/lst/phase1/replay.parquet").is_file()
     assert not list((root / "results").rglob("model.pt"))
 
 
@@ -249,14 +252,16 @@ def test_a_method_is_one_file(tmp_path):
     assert counts["train_phase"] == counts["build_replay"] == 2 * 2  # fixed_draw: a stream of its own
     # phase 1's teacher is the base model of both: its logits are extracted once, in lst's folder
     assert counts["extract_logits"] == 1 + 2
-    assert "method=lst_fixed_draw" in dry and "results/demo/lst_fixed_draw/phase2/eval/metrics.parquet" in dry
+    assert "method=lst_fixed_draw" in dry and "results/demo/seed0/lst_fixed_draw/phase2/eval/metrics.parquet" in dry
     phase1 = [line for line in dry.splitlines() if "lst.steps.train_phase" in line and " phase=1 " in line]
-    assert len(phase1) == 2 and all("paths.teacher_logits=results/demo/lst/phase1/teacher_logits.parquet" in line
+    assert len(phase1) == 2 and all("paths.teacher_logits=results/demo/seed0/lst/phase1/teacher_logits.parquet" in line
                                     for line in phase1)  # fmt: skip
-    run_snakemake(root, "results/demo/lst_fixed_draw/phase1/replay.parquet", "results/demo/lst/phase1/replay.parquet")
+    run_snakemake(
+        root, "results/demo/seed0/lst_fixed_draw/phase1/replay.parquet", "results/demo/seed0/lst/phase1/replay.parquet"
+    )
     logs = root / "results/demo/logs/build_replay"
-    assert "(fixed_draw draws" in (logs / "lst_fixed_draw_phase1.log").read_text()
-    assert "(cycle draws" in (logs / "lst_phase1.log").read_text()
+    assert "(fixed_draw draws" in (logs / "seed0_lst_fixed_draw_phase1.log").read_text()
+    assert "(cycle draws" in (logs / "seed0_lst_phase1.log").read_text()
 
 
 def test_a_loss_variant_shares_the_replay_stream_and_not_the_teacher_of_another_base(tmp_path):
@@ -268,7 +273,7 @@ def test_a_loss_variant_shares_the_replay_stream_and_not_the_teacher_of_another_
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines() if re.match(r"^\w+\s+\d+$", line)}
     assert (counts["build_replay"], counts["extract_logits"], counts["train_phase"]) == (2, 2 * 2, 2 * 2)
     seesaw = [line for line in dry.splitlines() if "lst.steps.train_phase" in line and "method=lst_seesaw" in line]
-    assert len(seesaw) == 2 and all("paths.replay=results/demo/lst/phase" in line for line in seesaw)
+    assert len(seesaw) == 2 and all("paths.replay=results/demo/seed0/lst/phase" in line for line in seesaw)
 
 
 def test_a_config_of_dataset_and_phases_runs_with_the_documented_defaults(tmp_path):
@@ -277,7 +282,7 @@ def test_a_config_of_dataset_and_phases_runs_with_the_documented_defaults(tmp_pa
     (root / "test.yaml").write_text(yaml.safe_dump({key: config[key] for key in ("dataset", "phases")}))
     dry = run_snakemake(root, "-n", "-p").stdout
     assert "preset=demo" in dry and "method=lst" in dry and "method=joint" in dry and "threads=2" in dry
-    assert "results/demo/finetune/phase2/model.pt" in dry
+    assert "results/demo/seed0/finetune/phase2/model.pt" in dry
     # config.yaml says: every key but dataset and phases defaults to the value it shows
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
     assert set(schema["required"]) == {"dataset", "phases"}
@@ -309,19 +314,19 @@ def test_configured_checkpoint_is_trimmed_before_base_training(tmp_path):
     weights = tmp_path / "coco.pth"
     weights.write_bytes(b"")  # a dry run only needs the file to exist
     root = workflow_copy(tmp_path / "wf", preset="tiny", weights=str(weights))
-    dry = run_snakemake(root, "-n", "results/demo/base/phase0/model.pt").stdout
+    dry = run_snakemake(root, "-n", "results/demo/seed0/base/phase0/model.pt").stdout
     stats = dry.split("Job stats")[1]
     assert "trim_weights" in stats and "train_base" in stats
     assert (
         "paths.init=results/demo/weights/init.pt"
-        in run_snakemake(root, "-n", "-p", "results/demo/base/phase0/model.pt").stdout
+        in run_snakemake(root, "-n", "-p", "results/demo/seed0/base/phase0/model.pt").stdout
     )
 
 
 def test_checkpoint_for_other_classes_is_refused(tiny_run, tmp_path):
     root, _ = tiny_run
     results = root / "results" / "demo"
-    model = results / "finetune" / "phase1" / "model.pt"  # 18 classes, evaluated as phase 2 (24)
+    model = results / "seed0" / "finetune" / "phase1" / "model.pt"  # 18 classes, evaluated as phase 2 (24)
     command = step_command("evaluate", "phase=2", f"paths.model={model}", f"paths.data_dir={results / 'data'}",
                            f"paths.split_dir={results / 'split'}",
                            f"dataset.image_root={root / 'resources/demo/images'}", f"paths.out_dir={tmp_path / 'eval'}",
@@ -351,17 +356,17 @@ def test_reruns_are_byte_identical(tiny_run):
     files = [
         results / "split" / "categories.parquet",
         results / "split" / "images.parquet",
-        results / "lst" / "phase1" / "replay.parquet",
-        results / "lst" / "phase1" / "teacher_logits.parquet",
+        results / "seed0" / "lst" / "phase1" / "replay.parquet",
+        results / "seed0" / "lst" / "phase1" / "teacher_logits.parquet",
     ]
     before = {path: path.read_bytes() for path in files}
-    weights_before = torch.load(results / "base/phase0/model.pt", weights_only=True)["model"]
-    shutil.rmtree(results / "base/phase0/train")  # no resuming: train again from the start
-    targets = [str(path.relative_to(root)) for path in files[2:]] + ["results/demo/base/phase0/model.pt"]
+    weights_before = torch.load(results / "seed0" / "base/phase0/model.pt", weights_only=True)["model"]
+    shutil.rmtree(results / "seed0" / "base/phase0/train")  # no resuming: train again from the start
+    targets = [str(path.relative_to(root)) for path in files[2:]] + ["results/demo/seed0/base/phase0/model.pt"]
     run_snakemake(root, *targets, "--forcerun", "split", "train_base")
     for path in files:
         assert path.read_bytes() == before[path], path
-    weights_after = torch.load(results / "base/phase0/model.pt", weights_only=True)["model"]
+    weights_after = torch.load(results / "seed0" / "base/phase0/model.pt", weights_only=True)["model"]
     assert all(torch.equal(value, weights_after[key]) for key, value in weights_before.items())
 
 

@@ -23,6 +23,10 @@ from lst.data.phase_plan import phase_count
 from lst.steps.settings import READS, covers
 
 RESULTS = f"results/{config['dataset']['name']}"
+# The seeded steps' files (models, replay streams, teacher logits, evaluations): one folder per seed, so that
+# adding a seed runs only its own jobs. The data, split and trimmed weights under RESULTS serve every seed.
+SEEDS = [int(seed) for seed in config["seeds"]]
+RUN = f"{RESULTS}/seed{{seed}}"  # with the {seed} wildcard of a rule's paths
 # the software of the steps (snakemake --sdm conda), the same pins as requirements.lock
 ENV = "../../envs/lst.yaml"
 # the interpreter of the steps: the one running snakemake (the venv), or the environment's under --sdm conda
@@ -82,6 +86,20 @@ BASE = lst.conf.BASE  # the shared phase-0 model lives in results/<dataset>/base
 refused(lambda: lst.conf.check_method_names(config["methods"], METHOD_DIRS))
 
 
+def check_seeds():
+    """No scalar ``seed`` (configs before ``seeds``: say what to write) and no seed twice."""
+    if "seed" in config:
+        raise lst.errors.ConfigError(
+            f"config seed: {config['seed']!r}: seeds is a list now; write seeds: [{config['seed']}] (every seeded "
+            "step runs once per seed)"
+        )
+    if len(set(SEEDS)) < len(SEEDS):
+        raise lst.errors.ConfigError(f"config seeds: {SEEDS} repeats a seed; give each seed once")
+
+
+refused(check_seeds)
+
+
 def method_overrides(method):
     """The Hydra overrides that select ``method``: its file, and the folders of users' methods."""
     return [f"method={method}"] + ([f"method_dirs={hydra_value(METHOD_DIRS)}"] if METHOD_DIRS else [])
@@ -124,6 +142,7 @@ def one_of(names):
 wildcard_constraints:
     method="[a-z_][a-z0-9_]*",
     phase=r"\d+",
+    seed=r"\d+",
 
 
 @functools.cache
@@ -162,25 +181,45 @@ DATA = multiext(f"{RESULTS}/data/", "images.parquet", "annotations.parquet", "ca
 CHECKED = f"{RESULTS}/data/check.md"
 SPLIT = multiext(f"{RESULTS}/split/", "categories.parquet", "images.parquet", "phases.parquet", "phases.md")
 
-# The models of the report: the base models, every phase of the incremental methods, the joint ones' last
-REPORTED = [(base, 0) for base in BASES] + [
-    (method, phase)
-    for method in config["methods"]
-    for phase in ([K] if method in JOINT else range(1, K + 1))
+# The models of the report, for every seed: the base models, every phase of the incremental methods, the
+# joint ones' last
+REPORTED = [
+    (seed, method, phase)
+    for seed in SEEDS
+    for method, phase in [(base, 0) for base in BASES]
+    + [(method, phase) for method in config["methods"] for phase in ([K] if method in JOINT else range(1, K + 1))]
 ]
 REPORT = {
-    name: [f"{RESULTS}/{method}/phase{phase}/{file}" for method, phase in REPORTED]
+    name: [f"{RESULTS}/seed{seed}/{method}/phase{phase}/{file}" for seed, method, phase in REPORTED]
     for name, file in (
         ("metrics", "eval/metrics.parquet"),
         ("per_class", "eval/per_class.parquet"),
         ("curves", "eval_curve.parquet"),
     )
 }
-# the gallery's columns: the detections of the models of the last phase, in the order of REPORTED
-GALLERY = [f"{RESULTS}/{method}/phase{phase}/eval/detections.parquet" for method, phase in REPORTED if phase == K]
-BASE_LINKS = [
-    f"{RESULTS}/{method}/phase0/{file}" for method in config["methods"] if method in INCREMENTAL for file in BASE_FILES
+# the gallery's columns: the detections of the models of the last phase of the first seed, in REPORTED's order
+GALLERY = [
+    f"{RESULTS}/seed{seed}/{method}/phase{phase}/eval/detections.parquet"
+    for seed, method, phase in REPORTED
+    if phase == K and seed == SEEDS[0]
 ]
+BASE_LINKS = [
+    f"{RESULTS}/seed{seed}/{method}/phase0/{file}"
+    for seed in SEEDS
+    for method in config["methods"]
+    if method in INCREMENTAL
+    for file in BASE_FILES
+]
+# the method the others are compared with seed by seed: the config's, or the first incremental method
+REFERENCE = config["reference"] or next(iter(INCREMENTAL), None)
+
+
+def check_reference():
+    if REFERENCE is not None and REFERENCE not in config["methods"]:
+        raise lst.errors.ConfigError(f"config reference: {REFERENCE!r} is not one of methods {config['methods']}")
+
+
+refused(check_reference)
 
 
 def base_of(method):
@@ -188,25 +227,26 @@ def base_of(method):
     return METHODS[method].base if method in METHODS else method if method in BASES else BASE
 
 
-def model_path(method, phase):
+def model_path(seed, method, phase):
     if int(phase) == 0:
-        return f"{RESULTS}/{base_of(method)}/phase0/model.pt"
-    return f"{RESULTS}/{method}/phase{phase}/model.pt"
+        return f"{RESULTS}/seed{seed}/{base_of(method)}/phase0/model.pt"
+    return f"{RESULTS}/seed{seed}/{method}/phase{phase}/model.pt"
 
 
 def train_phase_inputs(wildcards):
     """What phase k of an incremental method trains from: model k-1, its stream, teacher logits, meta-module;
     the stream and the logits from the folder of the method that computes them (shared_step_owner)."""
-    method, phase = wildcards.method, int(wildcards.phase)
+    seed, method, phase = int(wildcards.seed), wildcards.method, int(wildcards.phase)
+    run = f"{RESULTS}/seed{seed}"
     inputs = {
-        "previous": model_path(method, phase - 1),
-        "replay": f"{RESULTS}/{shared_step_owner('build_replay', method, phase)}/phase{phase}/replay.parquet",
+        "previous": model_path(seed, method, phase - 1),
+        "replay": f"{run}/{shared_step_owner('build_replay', seed, method, phase)}/phase{phase}/replay.parquet",
     }
     made = {
         lst.methods.TEACHER_LOGITS: lambda: (
-            f"{RESULTS}/{shared_step_owner('extract_logits', method, phase)}/phase{phase}/teacher_logits.parquet"
+            f"{run}/{shared_step_owner('extract_logits', seed, method, phase)}/phase{phase}/teacher_logits.parquet"
         ),
-        lst.methods.META: lambda: f"{RESULTS}/{base_of(method)}/phase0/meta.pt",
+        lst.methods.META: lambda: f"{run}/{base_of(method)}/phase0/meta.pt",
     }
     return inputs | {name: made[name]() for name in METHODS[method].phase_inputs()}
 
@@ -219,22 +259,23 @@ SHARED_STEP_USERS = {
 
 
 @functools.cache
-def shared_step_inputs(step, method, phase):
+def shared_step_inputs(step, seed, method, phase):
     """All that ``method``'s job of ``step`` at ``phase`` computes from: the settings the step reads, resolved
     (of the method section, the family and its settings: what draws the stream), and the previous model."""
     values = {}
     for key in READS[step]:
-        value = json.loads(step_setting(step, phase, {"method": method, "phase": phase}, key).partition("=")[2])
+        wildcards = {"seed": seed, "method": method, "phase": phase}
+        value = json.loads(step_setting(step, phase, wildcards, key).partition("=")[2])
         values[key] = {k: value[k] for k in ("family", "settings")} if key == "method" else value
-    previous = model_path(method, phase - 1) if step == "extract_logits" else None
+    previous = model_path(seed, method, phase - 1) if step == "extract_logits" else None
     return json.dumps(values, sort_keys=True), previous
 
 
-def shared_step_owner(step, method, phase):
+def shared_step_owner(step, seed, method, phase):
     """The first method in ``methods`` whose job of ``step`` (build_replay, extract_logits) at ``phase`` computes
     the same as ``method``'s: the one job for all of them, in its folder."""
-    inputs = shared_step_inputs(step, method, phase)
-    return next(m for m in SHARED_STEP_USERS[step] if shared_step_inputs(step, m, phase) == inputs)
+    inputs = shared_step_inputs(step, seed, method, phase)
+    return next(m for m in SHARED_STEP_USERS[step] if shared_step_inputs(step, seed, m, phase) == inputs)
 
 
 # ---- The steps' settings and command lines -------------------------------------------------------------------
@@ -244,7 +285,6 @@ STEP = "{params.command} threads={threads} > {log:q} 2>&1"
 
 # Values of the Hydra config set by the workflow config; each step gets those it reads (READS).
 WORKFLOW_VALUES = {
-    "seed": config["seed"],
     **{f"dataset.{key}": value for key, value in config["dataset"].items()},
     **{
         f"phases.{key}": value
@@ -253,7 +293,10 @@ WORKFLOW_VALUES = {
     },
     "replay.world_size": PROCESSES_PER_TRAIN,  # the replay streams are split for the training processes
     **({"model.backbone_weights": BACKBONE_WEIGHTS} if BACKBONE_WEIGHTS else {}),
-    "report.models": [{"method": method, "phase": phase, "base": base_of(method)} for method, phase in REPORTED],
+    "report.models": [
+        {"seed": seed, "method": method, "phase": phase, "base": base_of(method)} for seed, method, phase in REPORTED
+    ],
+    "report.reference": REFERENCE,
 }
 
 
@@ -273,10 +316,10 @@ def step_params(rule, step=None, phase=0, logs=f"{RESULTS}/logs"):
     return params
 
 
-def step_overrides(step, method, phase, every_value=False):
+def step_overrides(step, method, phase, every_value=False, seed=None):
     """The Hydra overrides of a step: preset, method, the values of WORKFLOW_VALUES it reads (all of them
-    with ``every_value``) and the phase, the user's overrides. ``phase`` None: none."""
-    values = WORKFLOW_VALUES | ({} if phase is None else {"phase": phase})
+    with ``every_value``), the phase and the seed, the user's overrides. ``phase``, ``seed`` None: none."""
+    values = WORKFLOW_VALUES | ({} if phase is None else {"phase": phase}) | ({} if seed is None else {"seed": seed})
     args = [f"preset={config['preset']}"] + (method_overrides(method) if method else [])
     args += [f"{key}={hydra_value(value)}" for key, value in values.items() if every_value or covers(READS[step], key)]
     return args + config["overrides"].get("all", []) + config["overrides"].get(step, [])
@@ -294,10 +337,12 @@ def step_setting(step, phase, wildcards, key):
     """``key=<value>``: the resolved value of setting ``key`` for a job of the step, as its command composes it.
 
     Composed once per method with every workflow value (the step's command leaves out those it does not
-    read: they set no key it reads, as the config has no interpolations) and the phase set after."""
+    read: they set no key it reads, as the config has no interpolations), the phase and the seed set after."""
     method = wildcards.get("method")
     overrides = tuple(step_overrides(step, method, None, every_value=True))
     value = {**composed(overrides), "phase": int(wildcards.get("phase", phase))}
+    if "seed" in wildcards.keys():
+        value["seed"] = int(wildcards["seed"])
     for part in key.split("."):
         value = value[part]
     return f"{key}={json.dumps(value, sort_keys=True)}"
@@ -308,9 +353,13 @@ refused(check_step_configs)
 
 def step_command(rule, step, phase, logs, wildcards, input, output):
     """A step's command line: launcher, settings, its named inputs and outputs as paths.<name>, Hydra's folder."""
-    method, phase = wildcards.get("method"), int(wildcards.get("phase", phase))
-    job = "_".join(([method] if method else []) + ([f"phase{phase}"] if "phase" in wildcards.keys() else []))
-    args = step_overrides(step, method, phase)
+    method, phase, seed = wildcards.get("method"), int(wildcards.get("phase", phase)), wildcards.get("seed")
+    job = "_".join(
+        ([f"seed{seed}"] if seed is not None else [])
+        + ([method] if method else [])
+        + ([f"phase{phase}"] if "phase" in wildcards.keys() else [])
+    )
+    args = step_overrides(step, method, phase, seed=None if seed is None else int(seed))
     files = [*input.items(), *output.items()]
     args += [f"paths.{name}={hydra_value(path_value(name, paths))}" for name, paths in files if paths]
     # Hydra's record of the config (config.yaml, overrides.yaml) beside the logs, not among the outputs

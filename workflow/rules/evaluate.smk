@@ -3,10 +3,10 @@ rule evaluate:
         CHECKED,
         data_dir=DATA,
         split_dir=SPLIT,
-        model=f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
+        model=f"{RUN}/{{method}}/phase{{phase}}/model.pt",
     output:
         out_dir=multiext(
-            f"{RESULTS}/{{method}}/phase{{phase}}/eval/",
+            f"{RUN}/{{method}}/phase{{phase}}/eval/",
             "metrics.parquet",
             "per_class.parquet",
             "detections.parquet",
@@ -14,15 +14,15 @@ rule evaluate:
         ),
         # every model's is gallery.png: the report tells them apart by their labels
         gallery=report(
-            f"{RESULTS}/{{method}}/phase{{phase}}/eval/gallery.png",
+            f"{RUN}/{{method}}/phase{{phase}}/eval/gallery.png",
             caption="../report/model_gallery.rst",
             category="Galleries",
-            labels={"model": "{method}", "phase": "{phase}"},
+            labels={"model": "{method}", "phase": "{phase}", "seed": "{seed}"},
         ),
     log:
-        f"{RESULTS}/logs/evaluate/{{method}}_phase{{phase}}.log",
+        f"{RESULTS}/logs/evaluate/seed{{seed}}_{{method}}_phase{{phase}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{method}}_phase{{phase}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/seed{{seed}}_{{method}}_phase{{phase}}.tsv"
     threads: config["threads"]
     conda:
         ENV

@@ -7,14 +7,14 @@ rule build_replay:
         ],
         split_dir=f"{RESULTS}/split/categories.parquet",
     output:
-        replay=f"{RESULTS}/{{method}}/phase{{phase}}/replay.parquet",
+        replay=f"{RUN}/{{method}}/phase{{phase}}/replay.parquet",
     wildcard_constraints:
         method=one_of(INCREMENTAL),
         phase="[1-9][0-9]*",
     log:
-        f"{RESULTS}/logs/build_replay/{{method}}_phase{{phase}}.log",
+        f"{RESULTS}/logs/build_replay/seed{{seed}}_{{method}}_phase{{phase}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/build_replay/{{method}}_phase{{phase}}.tsv"
+        f"{RESULTS}/benchmarks/build_replay/seed{{seed}}_{{method}}_phase{{phase}}.tsv"
     conda:
         ENV
     params:

@@ -11,14 +11,14 @@ rule train_base:
         split_dir=SPLIT,
         init=INIT or [],
     output:
-        model=f"{RESULTS}/{{method}}/phase0/model.pt",
-        eval_curve=f"{RESULTS}/{{method}}/phase0/eval_curve.parquet",
+        model=f"{RUN}/{{method}}/phase0/model.pt",
+        eval_curve=f"{RUN}/{{method}}/phase0/eval_curve.parquet",
     wildcard_constraints:
         method=one_of(BASES),
     log:
-        f"{RESULTS}/logs/train_base/{{method}}.log",
+        f"{RESULTS}/logs/train_base/seed{{seed}}_{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_base/{{method}}.tsv"
+        f"{RESULTS}/benchmarks/train_base/seed{{seed}}_{{method}}.tsv"
     threads: TRAIN_THREADS
     resources:
         **train_resources("train_base"),
@@ -35,15 +35,15 @@ rule train_meta:
         CHECKED,
         data_dir=DATA,
         split_dir=SPLIT,
-        previous=f"{RESULTS}/{{method}}/phase0/model.pt",
+        previous=f"{RUN}/{{method}}/phase0/model.pt",
     output:
-        model=f"{RESULTS}/{{method}}/phase0/meta.pt",
+        model=f"{RUN}/{{method}}/phase0/meta.pt",
     wildcard_constraints:
         method=one_of(BASES),
     log:
-        f"{RESULTS}/logs/train_meta/{{method}}.log",
+        f"{RESULTS}/logs/train_meta/seed{{seed}}_{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_meta/{{method}}.tsv"
+        f"{RESULTS}/benchmarks/train_meta/seed{{seed}}_{{method}}.tsv"
     threads: config["threads"]
     conda:
         ENV
@@ -62,14 +62,14 @@ rule train_joint:
         split_dir=SPLIT,
         init=INIT or [],
     output:
-        model=f"{RESULTS}/{{method}}/phase{K}/model.pt",
-        eval_curve=f"{RESULTS}/{{method}}/phase{K}/eval_curve.parquet",
+        model=f"{RUN}/{{method}}/phase{K}/model.pt",
+        eval_curve=f"{RUN}/{{method}}/phase{K}/eval_curve.parquet",
     wildcard_constraints:
         method=one_of(JOINT),
     log:
-        f"{RESULTS}/logs/train_joint/{{method}}.log",
+        f"{RESULTS}/logs/train_joint/seed{{seed}}_{{method}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_joint/{{method}}.tsv"
+        f"{RESULTS}/benchmarks/train_joint/seed{{seed}}_{{method}}.tsv"
     threads: TRAIN_THREADS
     resources:
         **train_resources("train_joint"),
@@ -88,15 +88,15 @@ rule train_phase:
         data_dir=DATA,
         split_dir=SPLIT,
     output:
-        model=f"{RESULTS}/{{method}}/phase{{phase}}/model.pt",
-        eval_curve=f"{RESULTS}/{{method}}/phase{{phase}}/eval_curve.parquet",
+        model=f"{RUN}/{{method}}/phase{{phase}}/model.pt",
+        eval_curve=f"{RUN}/{{method}}/phase{{phase}}/eval_curve.parquet",
     wildcard_constraints:
         method=one_of(INCREMENTAL),
         phase="[1-9][0-9]*",
     log:
-        f"{RESULTS}/logs/train_phase/{{method}}_phase{{phase}}.log",
+        f"{RESULTS}/logs/train_phase/seed{{seed}}_{{method}}_phase{{phase}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train_phase/{{method}}_phase{{phase}}.tsv"
+        f"{RESULTS}/benchmarks/train_phase/seed{{seed}}_{{method}}_phase{{phase}}.tsv"
     threads: TRAIN_THREADS
     resources:
         **train_resources("train_phase"),
@@ -115,16 +115,16 @@ ruleorder: link_base > evaluate
 
 rule link_base:
     input:
-        lambda w: f"{RESULTS}/{base_of(w.method)}/phase0/{w.file}",
+        lambda w: f"{RESULTS}/seed{w.seed}/{base_of(w.method)}/phase0/{w.file}",
     output:
-        f"{RESULTS}/{{method}}/phase0/{{file}}",
+        f"{RUN}/{{method}}/phase0/{{file}}",
     wildcard_constraints:
         method=one_of(INCREMENTAL),
         file="|".join(BASE_FILES),
     log:
-        f"{RESULTS}/logs/link_base/{{method}}/{{file}}.log",
+        f"{RESULTS}/logs/link_base/seed{{seed}}/{{method}}/{{file}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/link_base/{{method}}/{{file}}.tsv"
+        f"{RESULTS}/benchmarks/link_base/seed{{seed}}/{{method}}/{{file}}.tsv"
     localrule: True
     conda:
         ENV

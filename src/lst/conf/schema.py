@@ -268,6 +268,7 @@ class PathsConfig:
 class ReportModel:
     method: str = MISSING
     phase: int = MISSING
+    seed: int = 0
     base: str = "base"  # the phase-0 model the method starts from (method.base), for its phase-0 figures
 
 
@@ -280,6 +281,7 @@ class GalleryConfig:
 @dataclass
 class ReportConfig:
     models: list[ReportModel] = MISSING
+    reference: str | None = None  # the method the others are compared with, seed by seed
     gallery: GalleryConfig = MISSING
 
 

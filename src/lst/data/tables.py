@@ -145,6 +145,7 @@ PER_CLASS = pa.schema(
 
 SUMMARY = pa.schema(
     [
+        ("seed", pa.int32()),
         ("method", pa.string()),
         ("phase", pa.int32()),
         ("iou_type", pa.string()),

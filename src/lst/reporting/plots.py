@@ -1,4 +1,5 @@
-"""Plots for people: forgetting across phases, and per-class AP against training instances."""
+"""Plots for people: forgetting across phases, per-class AP against training instances, AP during training.
+Over several seeds each draws the mean, with a band (or bars) of one sample standard deviation."""
 
 from __future__ import annotations
 
@@ -30,37 +31,55 @@ def _colour(method: str) -> str:
     return palette[index % len(palette)]
 
 
+def _mean_std(values: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
+    """Mean and sample standard deviation (0 for one seed) of ``values['value']`` per ``by``."""
+    grouped = values.groupby(by)["value"]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1).fillna(0.0)})
+
+
+def _line(axis: plt.Axes, x, stats: pd.DataFrame, band: bool, **style) -> None:
+    """A mean line in percent, with a band of one standard deviation when the seeds give one."""
+    axis.plot(x, 100 * stats["mean"].to_numpy(), **style)
+    if band:
+        low, high = (100 * (stats["mean"] + sign * stats["std"]).to_numpy() for sign in (-1, 1))
+        axis.fill_between(x, low, high, color=style.get("color"), alpha=0.2, linewidth=0)
+
+
 def forgetting_plot(summary: pd.DataFrame, path: str | os.PathLike, bases: Mapping[str, str] | None = None) -> None:
     """One panel per phase j: mask AP of phase j's classes after each later phase, a line per method, from its
-    base model (``bases[method]``, else the shared base)."""
-    segm = summary[summary["iou_type"] == "segm"]
-    last = int(segm["phase"].max())
+    base model (``bases[method]``, else the shared base); the mean over the seeds with a band of one std."""
+    segm = summary[(summary["iou_type"] == "segm") & (summary["value"] >= 0)]
+    band = segm["seed"].nunique() > 1
+    last = int(summary["phase"].max())
     figure, axes = plt.subplots(1, last + 1, figsize=(3.2 * (last + 1), 3), sharey=True, squeeze=False)
     for j, axis in enumerate(axes[0]):
-        metric = f"AP_phase{j}"
-        for method in sorted(set(segm["method"]) - base_models(bases)):
-            rows = segm[(segm["method"] == method) & (segm["metric"] == metric)].set_index("phase")["value"]
-            base = segm[segm["method"] == (bases or {}).get(method, BASE)].set_index("metric")["value"]
-            if j == 0 and 1 in rows.index and metric in base:
-                rows = pd.concat([pd.Series({0: base[metric]}), rows])
-            rows = rows[rows >= 0].sort_index()
+        metric = segm[segm["metric"] == f"AP_phase{j}"]
+        for method in sorted(set(summary["method"]) - base_models(bases)):
+            rows = metric[metric["method"] == method]
+            if j == 0 and 1 in set(rows["phase"]):  # an incremental method: from its base model
+                rows = pd.concat([metric[metric["method"] == (bases or {}).get(method, BASE)], rows])
             if not rows.empty:
-                axis.plot(rows.index, 100 * rows.to_numpy(), marker="o", label=method, color=_colour(method))
+                stats = _mean_std(rows, "phase").sort_index()
+                _line(axis, stats.index, stats, band, marker="o", label=method, color=_colour(method))
         axis.set_title(f"classes of phase {j}")
         axis.set_xlabel("after phase")
         axis.set_xticks(range(j, last + 1))
         axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("mask AP (%)")
+    axes[0][0].set_ylabel("mask AP (%)" + (" (mean ± std over seeds)" if band else ""))
     axes[0][-1].legend(fontsize="small")
     _save(figure, path)
 
 
 def per_class_plot(per_class: dict[str, pd.DataFrame], path: str | os.PathLike) -> None:
-    """Per-class mask AP against training instance count (log x), one series per method."""
+    """Per-class mask AP against training instance count (log x), one series per method; over several seeds
+    (a ``seed`` column) the mean AP per class, with bars of one std."""
     figure, axis = plt.subplots(figsize=(6, 4))
     for method, table in sorted(per_class.items()):
-        rows = table[(table["iou_type"] == "segm") & table["ap"].notna()]
-        axis.scatter(rows["instance_count"], 100 * rows["ap"], label=method, s=14, alpha=0.7, color=_colour(method))
+        rows = table[(table["iou_type"] == "segm") & table["ap"].notna()].rename(columns={"ap": "value"})
+        stats = _mean_std(rows, ["category_id", "instance_count"]).reset_index()
+        errors = 100 * stats["std"] if "seed" in rows and rows["seed"].nunique() > 1 else None
+        axis.errorbar(stats["instance_count"], 100 * stats["mean"], yerr=errors, fmt="o", markersize=3.5,
+                      alpha=0.7, label=method, color=_colour(method), elinewidth=0.8)  # fmt: skip
     axis.set_xscale("log")
     axis.set_xlabel("training instances of the class")
     axis.set_ylabel("mask AP (%)")
@@ -69,15 +88,20 @@ def per_class_plot(per_class: dict[str, pd.DataFrame], path: str | os.PathLike) 
     _save(figure, path)
 
 
-def eval_curve_plot(curves: dict[tuple[str, int], pd.DataFrame], path: str | os.PathLike) -> None:
-    """Mask AP during training (periodic evaluation), a line per (method, phase) model; a note when none ran."""
+def eval_curve_plot(curves: dict[tuple[int, str, int], pd.DataFrame], path: str | os.PathLike) -> None:
+    """Mask AP during training (periodic evaluation), a line per (method, phase) model, the mean over the seeds
+    of ``curves[seed, method, phase]`` with a band of one std; a note when none ran."""
     figure, axis = plt.subplots(figsize=(6, 4))
     styles = ["-", "--", ":", "-."]
-    for (method, phase), curve in sorted(curves.items()):
-        rows = curve[(curve["iou_type"] == "segm") & (curve["metric"] == "AP")].sort_values("iteration")
+    models: dict[tuple[str, int], list[pd.DataFrame]] = {}
+    for (_, method, phase), curve in curves.items():
+        models.setdefault((method, phase), []).append(curve[(curve["iou_type"] == "segm") & (curve["metric"] == "AP")])
+    for (method, phase), frames in sorted(models.items()):
+        rows = pd.concat(frames)
         if not rows.empty:
-            axis.plot(rows["iteration"], 100 * rows["value"], marker=".", linestyle=styles[phase % len(styles)],
-                      label=f"{method} phase {phase}", color=_colour(method))  # fmt: skip
+            stats = _mean_std(rows, "iteration").sort_index()
+            _line(axis, stats.index, stats, len(frames) > 1, marker=".", linestyle=styles[phase % len(styles)],
+                  label=f"{method} phase {phase}", color=_colour(method))  # fmt: skip
     if axis.lines:
         axis.legend(fontsize="small")
     else:

@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 @step
 def main(cfg: dict[str, Any]) -> None:
-    """A column per model of ``report.models`` in its last phase, whose detections ``paths.detections`` lists
-    in the same order."""
+    """A column per model of ``report.models`` in its last phase, of the first seed listed, whose detections
+    ``paths.detections`` lists in the same order."""
     data_dir, split_dir, gallery, files = require(
         cfg, "paths.data_dir", "paths.split_dir", "paths.gallery", "paths.detections"
     )
@@ -26,8 +26,8 @@ def main(cfg: dict[str, Any]) -> None:
     models = cfg["report"]["models"]
     if not models:
         raise ConfigError("report.models: no models (the rule passes them)")
-    phase = max(int(model["phase"]) for model in models)
-    columns = [model["method"] for model in models if int(model["phase"]) == phase]
+    phase, seed = max(int(model["phase"]) for model in models), int(models[0]["seed"])
+    columns = [model["method"] for model in models if int(model["phase"]) == phase and int(model["seed"]) == seed]
     files = [files] if isinstance(files, str) else files
     if len(files) != len(columns):
         raise ConfigError(f"paths.detections: {len(files)} files for the {len(columns)} models of phase {phase}")

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from lst.data import tables
 from lst.errors import ConfigError
 from lst.evaluation.periodic_eval import read_curve
@@ -29,22 +31,21 @@ def main(cfg: dict[str, Any]) -> None:
     for name in ("metrics", "per_class", "curves"):
         if len(paths[name]) != len(models):
             raise ConfigError(f"paths.{name}: {len(paths[name])} files for the {len(models)} report.models")
-    keys = [(model["method"], int(model["phase"])) for model in models]
+    keys = [(int(model["seed"]), model["method"], int(model["phase"])) for model in models]
     metrics = [tables.read_table(path, tables.METRICS) for path in paths["metrics"]]
-    summary = summarize([(method, phase, table) for (method, phase), table in zip(keys, metrics, strict=True)])
+    summary = summarize([(*key, table) for key, table in zip(keys, metrics, strict=True)])
     final = summary.groupby("method")["phase"].max()
-    per_class = {
-        method: tables.read_table(path, tables.PER_CLASS)
-        for (method, phase), path in zip(keys, paths["per_class"], strict=True)
-        if phase == final[method]
-    }
+    per_class: dict[str, list] = {}  # each method's last model, one table per seed
+    for (seed, method, phase), path in zip(keys, paths["per_class"], strict=True):
+        if phase == final[method]:
+            per_class.setdefault(method, []).append(tables.read_table(path, tables.PER_CLASS).assign(seed=seed))
     curves = {key: read_curve(path) for key, path in zip(keys, paths["curves"], strict=True)}
     bases = {model["method"]: model["base"] for model in models}
     forgetting_plot(summary, outputs["forgetting_plot"], bases)
-    per_class_plot(per_class, outputs["per_class_plot"])
+    per_class_plot({method: pd.concat(frames) for method, frames in per_class.items()}, outputs["per_class_plot"])
     eval_curve_plot(curves, outputs["eval_curve_plot"])
     tables.write_table(summary, outputs["summary_table"], tables.SUMMARY)
-    markdown = summary_markdown(summary, cfg["dataset"]["name"], bases)
+    markdown = summary_markdown(summary, cfg["dataset"]["name"], bases, cfg["report"]["reference"])
     write_text_atomic(Path(outputs["summary"]), markdown)
     write_text_atomic(Path(outputs["summary_html"]), summary_html(markdown, outputs["forgetting_plot"]))
     log.info("summary:\n%s", markdown)

@@ -35,7 +35,7 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     "evaluate": ("device", "phase", "dataset.image_root", "method", "eval", "report.gallery"),
     "gallery": ("dataset.image_root", "report.models", "report.gallery"),
-    "report": ("dataset.name", "report.models"),
+    "report": ("dataset.name", "report.models", "report.reference"),
 }  # fmt: skip
 
 

@@ -102,7 +102,7 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         work_dir,
         checkpoint_fields={
             "category_ids": data.category_ids.tolist(),
-            "config": {"model": model_cfg, "train": train_cfg, "method": method.name, "phase": phase},
+            "config": {"model": model_cfg, "train": train_cfg, "method": method.name, "phase": phase, "seed": seed},
             "meta": provenance,
             "fingerprint": file_digest(cfg["paths"]["init"], backbone_file),
         },

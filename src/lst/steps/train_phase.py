@@ -80,7 +80,13 @@ def run(cfg: dict[str, Any], context: distributed.Context) -> None:
         work_dir,
         checkpoint_fields={
             "category_ids": data.category_ids.tolist(),
-            "config": {"model": model_cfg, "train": train_cfg, "method": method.name, "phase": phase},
+            "config": {
+                "model": model_cfg,
+                "train": train_cfg,
+                "method": method.name,
+                "phase": phase,
+                "seed": cfg["seed"],
+            },
             "meta": previous.get("meta", {}),
             "fingerprint": file_digest(previous_path, replay_path, *inputs.values()),
         },
